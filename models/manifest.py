@@ -1,0 +1,178 @@
+"""The model contract: one ``model.yaml`` per model package, parsed and checked here.
+
+A manifest says which series a model accepts, how its input is preprocessed, which
+network and weights it runs, and how each output is coded (SNOMED CT or DCM), so the
+node can route, run and encode any package without code changes.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ManifestError(ValueError):
+    """A model package that cannot be used; the message says which rule failed."""
+
+
+class CodedConcept(BaseModel):
+    """A code triplet as DICOM writes it (Code Value, Coding Scheme Designator, Code Meaning)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    value: str
+    scheme: str
+    meaning: str
+
+
+class ModelTask(str, Enum):
+    SEGMENTATION = "segmentation"
+    CLASSIFICATION = "classification"
+
+
+class SeriesSelection(BaseModel):
+    """Conditions on a series' attributes; an empty list accepts any value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    modality: list[str] = Field(default_factory=list)
+    sop_class_uid: list[str] = Field(default_factory=list)
+    body_part_examined: list[str] = Field(default_factory=list)
+    image_type_contains: list[str] = Field(default_factory=list)
+    min_instances: int = Field(default=1, ge=1)
+
+    def refusal(
+        self,
+        *,
+        modality: str,
+        sop_class_uid: str,
+        body_part_examined: str,
+        image_type: str,
+        instances: int,
+    ) -> str | None:
+        """Why this selection refuses a series, or None when it accepts it."""
+        if self.modality and modality not in self.modality:
+            return f"modality {modality or '(none)'} not in {self.modality}"
+        if self.sop_class_uid and sop_class_uid not in self.sop_class_uid:
+            return f"SOP class {sop_class_uid or '(none)'} not accepted"
+        if self.body_part_examined and body_part_examined.upper() not in self.body_part_examined:
+            return f"body part {body_part_examined or '(none)'} not in {self.body_part_examined}"
+        values = {part.strip().upper() for part in image_type.split("\\")}
+        missing = [v for v in self.image_type_contains if v.upper() not in values]
+        if missing:
+            return f"image type {image_type or '(none)'} lacks {missing}"
+        if instances < self.min_instances:
+            return f"{instances} instance(s), model needs at least {self.min_instances}"
+        return None
+
+
+class PreprocessStep(BaseModel):
+    """One declarative preprocessing step: its name and parameters."""
+
+    model_config = ConfigDict(extra="allow")
+
+    step: str
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class NetworkSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["module"] = "module"
+    architecture: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    weights: str
+    sha256: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value.lower()):
+            raise ValueError("sha256 must be 64 hexadecimal digits")
+        return value.lower()
+
+
+class SegmentSpec(BaseModel):
+    """A label value of the network's output and how its segment is coded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: int = Field(ge=1, le=255)
+    name: str
+    category: CodedConcept
+    type: CodedConcept
+
+
+class ClassSpec(BaseModel):
+    """A class the network scores, and the finding it stands for when present."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    finding: CodedConcept
+    threshold: float = Field(default=0.5, ge=0, le=1)
+
+
+class Outputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    segments: list[SegmentSpec] = Field(default_factory=list)
+    classes: list[ClassSpec] = Field(default_factory=list)
+
+
+class ModelManifest(BaseModel):
+    """The parsed ``model.yaml`` of one model package."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    version: str = Field(min_length=1, max_length=16)
+    title: str
+    manufacturer: str = "ainode"
+    task: ModelTask
+    demonstration: bool = Field(
+        default=False, description="a demonstration model: results say 'not for clinical use'"
+    )
+    accepts: SeriesSelection
+    preprocessing: list[PreprocessStep] = Field(default_factory=list)
+    network: NetworkSpec
+    outputs: Outputs
+    card: str | None = None
+
+    @field_validator("outputs")
+    @classmethod
+    def _labels_unique(cls, value: Outputs) -> Outputs:
+        labels = [s.label for s in value.segments]
+        if len(labels) != len(set(labels)):
+            raise ValueError("segment labels must be unique")
+        return value
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.task is ModelTask.SEGMENTATION and not self.outputs.segments:
+            raise ValueError("a segmentation model must declare outputs.segments")
+        if self.task is ModelTask.CLASSIFICATION and not self.outputs.classes:
+            raise ValueError("a classification model must declare outputs.classes")
+
+    @classmethod
+    def from_file(cls, path: Path) -> ModelManifest:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ManifestError(f"{path}: cannot read manifest: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ManifestError(f"{path}: a manifest is a mapping of fields")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(manifest)'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ManifestError(f"{path}: {problems}") from exc

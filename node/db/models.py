@@ -1,0 +1,186 @@
+"""The node's tables: the DICOM information model it has received, and the work on it.
+
+The database is the source of truth; Celery messages carry only job ids. Files on
+disk (the spool, the results) are described by rows here and never found by listing
+folders.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SeriesState(str, enum.Enum):
+    """Where a series stands between its first instance and its jobs."""
+
+    RECEIVING = "receiving"  # instances still arriving (quiet period not yet over)
+    ROUTED = "routed"  # complete; one job created per accepting model
+    NO_MODEL = "no_model"  # complete; no model accepts it (reason says why)
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DELIVERING = "delivering"
+    SUCCEEDED = "succeeded"  # analysed and every result delivered (or kept, with no archive)
+    FAILED = "failed"  # reason in Job.error; retry through the API
+
+
+class StepState(str, enum.Enum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+_UID = String(64)
+
+
+class Patient(Base):
+    __tablename__ = "patient"
+    __table_args__ = (UniqueConstraint("patient_id", "issuer", name="uq_patient_identity"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+
+    studies: Mapped[list[Study]] = relationship(back_populates="patient")
+
+
+class Study(Base):
+    __tablename__ = "study"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(_UID, unique=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    accession_number: Mapped[str] = mapped_column(String(16), default="")
+    study_description: Mapped[str] = mapped_column(String(64), default="")
+    first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    patient: Mapped[Patient] = relationship(back_populates="studies")
+    series: Mapped[list[Series]] = relationship(back_populates="study")
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_instance_uid: Mapped[str] = mapped_column(_UID, unique=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    body_part_examined: Mapped[str] = mapped_column(String(16), default="")
+    series_description: Mapped[str] = mapped_column(String(64), default="")
+    sop_class_uid: Mapped[str] = mapped_column(_UID, default="")
+    image_type: Mapped[str] = mapped_column(String(128), default="")
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[SeriesState] = mapped_column(
+        Enum(SeriesState, native_enum=False, length=16), default=SeriesState.RECEIVING
+    )
+    state_reason: Mapped[str] = mapped_column(Text, default="")
+    last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series")
+    jobs: Mapped[list[Job]] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    __tablename__ = "instance"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(_UID, unique=True)
+    series_pk: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    sop_class_uid: Mapped[str] = mapped_column(_UID)
+    transfer_syntax_uid: Mapped[str] = mapped_column(_UID)
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    path: Mapped[str] = mapped_column(Text)  # relative to the spool directory
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class Job(Base):
+    """One model applied to one series."""
+
+    __tablename__ = "job"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_pk: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    state: Mapped[JobState] = mapped_column(
+        Enum(JobState, native_enum=False, length=16), default=JobState.QUEUED
+    )
+    error: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    findings: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+    series: Mapped[Series] = relationship(back_populates="jobs")
+    steps: Mapped[list[JobStep]] = relationship(back_populates="job", order_by="JobStep.id")
+    results: Mapped[list[ResultObject]] = relationship(back_populates="job")
+
+
+class JobStep(Base):
+    """One pipeline step of one attempt of a job: its state, timing and reason."""
+
+    __tablename__ = "job_step"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_pk: Mapped[int] = mapped_column(ForeignKey("job.id"))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    name: Mapped[str] = mapped_column(String(32))
+    state: Mapped[StepState] = mapped_column(
+        Enum(StepState, native_enum=False, length=16), default=StepState.RUNNING
+    )
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+    job: Mapped[Job] = relationship(back_populates="steps")
+
+
+class ResultObject(Base):
+    """A DICOM object a job produced (SEG, SR), its file and its delivery."""
+
+    __tablename__ = "result_object"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_pk: Mapped[int] = mapped_column(ForeignKey("job.id"))
+    kind: Mapped[str] = mapped_column(String(8))  # "SEG" or "SR"
+    sop_class_uid: Mapped[str] = mapped_column(_UID)
+    sop_instance_uid: Mapped[str] = mapped_column(_UID, unique=True)
+    path: Mapped[str] = mapped_column(Text)  # relative to the results directory
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    delivery_error: Mapped[str] = mapped_column(Text, default="")
+
+    job: Mapped[Job] = relationship(back_populates="results")

@@ -1,0 +1,53 @@
+"""The in-memory forms a job's data takes between pipeline steps.
+
+``Volume`` is a series loaded with its geometry; ``ModelOutput`` is what inference
+returns, already mapped back onto the source geometry. Steps exchange these and
+nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydicom import Dataset
+
+
+@dataclass
+class Volume:
+    """A series as a voxel array in slice order, with the geometry to place it.
+
+    ``voxels`` is float32 of shape (slices, rows, columns) in modality units (HU for
+    CT: rescale applied). ``datasets[i]`` is the source instance of slice ``i``
+    (headers; pixel data may have been dropped). Directions are unit vectors in the
+    patient coordinate system; ``slice_direction`` points from slice 0 to slice 1.
+    """
+
+    voxels: np.ndarray
+    spacing: tuple[float, float, float]  # (between slices, between rows, between columns) mm
+    origin: np.ndarray  # ImagePositionPatient of slice 0
+    row_direction: np.ndarray  # direction along a row (increasing column index)
+    column_direction: np.ndarray  # direction along a column (increasing row index)
+    slice_direction: np.ndarray
+    datasets: list[Dataset] = field(repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.voxels.shape)  # type: ignore[return-value]
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(np.prod(self.spacing)) / 1000.0
+
+
+@dataclass
+class ModelOutput:
+    """What a model found, in the source geometry of the series it was given.
+
+    ``labels`` (uint8, same shape as the volume, 0 = background) holds the manifest's
+    segment label values, or is None for a classification-only model.
+    ``probabilities`` maps each manifest class name to its probability.
+    """
+
+    labels: np.ndarray | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
