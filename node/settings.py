@@ -138,7 +138,9 @@ class Settings(BaseSettings):
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
         """Build settings: file values, overridden by environment, overridden by arguments."""
-        path = config_file or (Path(os.environ["AINODE_CONFIG"]) if os.environ.get("AINODE_CONFIG") else None)
+        path = config_file or (
+            Path(os.environ["AINODE_CONFIG"]) if os.environ.get("AINODE_CONFIG") else None
+        )
         file_values: dict[str, Any] = {}
         if path is not None:
             text = path.read_text()

@@ -9,6 +9,7 @@ replaces the earlier copy in one step).
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 
@@ -47,7 +48,7 @@ class DurableFolder:
         """Write ``chunks`` to ``root/relative`` durably; return the number of bytes."""
         folder = self.ensure_dir(relative.parent)
         final = folder / relative.name
-        tmp = folder / f".{relative.name}.{os.getpid()}.tmp"
+        tmp = folder / f".{relative.name}.{os.getpid()}.{threading.get_ident()}.tmp"
         parts = [chunks] if isinstance(chunks, bytes) else chunks
         size = 0
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)

@@ -54,7 +54,9 @@ def derive_uid(*parts: str | Iterable[str]) -> str:
     return f"2.25.{uuid.UUID(bytes=digest.digest()[:16]).int}"
 
 
-def result_uids(source_sop_uids: Iterable[str], model_name: str, model_version: str) -> dict[str, str]:
+def result_uids(
+    source_sop_uids: Iterable[str], model_name: str, model_version: str
+) -> dict[str, str]:
     """UIDs for one job's results: the SEG and SR series and instances."""
     sources = sorted(source_sop_uids)
     base = ("ainode-result", model_name, model_version, sources)

@@ -8,7 +8,7 @@ folders.
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -25,14 +25,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
     pass
 
 
-class SeriesState(str, enum.Enum):
+class SeriesState(enum.StrEnum):
     """Where a series stands between its first instance and its jobs."""
 
     RECEIVING = "receiving"  # instances still arriving (quiet period not yet over)
@@ -40,7 +40,7 @@ class SeriesState(str, enum.Enum):
     NO_MODEL = "no_model"  # complete; no model accepts it (reason says why)
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DELIVERING = "delivering"
@@ -48,7 +48,7 @@ class JobState(str, enum.Enum):
     FAILED = "failed"  # reason in Job.error; retry through the API
 
 
-class StepState(str, enum.Enum):
+class StepState(enum.StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"

@@ -1,0 +1,32 @@
+"""The Celery application, configured for long, idempotent analysis tasks."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from node.jobs.contracts import ANALYSE_TASK, DELIVER_TASK, GPU_QUEUE, IO_QUEUE
+
+# The longest analysis we expect, with margin. Redis re-delivers an unacknowledged
+# message after the visibility timeout, so it must exceed the longest job.
+VISIBILITY_TIMEOUT_SECONDS = 6 * 3600
+
+
+def make_celery(broker_url: str) -> Celery:
+    app = Celery("ainode", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,  # the database records every outcome
+        # Tasks are idempotent (deterministic result UIDs), so a message is
+        # acknowledged only after its work is done, and re-queued if the worker dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
+        broker_connection_retry_on_startup=True,
+        task_routes={ANALYSE_TASK: {"queue": GPU_QUEUE}, DELIVER_TASK: {"queue": IO_QUEUE}},
+        task_default_queue=GPU_QUEUE,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app

@@ -1,0 +1,166 @@
+"""The one place that changes job state, and the timeline of each job's steps.
+
+Every transition is a short transaction on the database, which is the source of
+truth: a worker that dies leaves a row that the reconciler can find and re-send.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from node.db.models import Job, JobState, JobStep, ResultObject, StepState, utcnow
+from node.db.session import SessionFactory, transaction
+
+RETRYABLE = {JobState.FAILED, JobState.SUCCEEDED}
+
+
+@dataclass(frozen=True)
+class NewResult:
+    kind: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    path: str  # relative to the results directory
+
+
+class JobLedger:
+    def __init__(self, sessions: SessionFactory) -> None:
+        self.sessions = sessions
+
+    def mark_enqueued(self, job_id: int) -> None:
+        with transaction(self.sessions) as session:
+            job = session.get_one(Job, job_id)
+            job.enqueued_at = utcnow()
+
+    def start(self, job_id: int) -> int | None:
+        """Take a job for analysis; the attempt number, or None if there is nothing to do.
+
+        A RUNNING job is taken again: its message was re-delivered because the worker
+        running it died, and the work is idempotent.
+        """
+        with transaction(self.sessions) as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None or job.state not in (JobState.QUEUED, JobState.RUNNING):
+                return None
+            job.state = JobState.RUNNING
+            job.attempts += 1
+            job.started_at = utcnow()
+            job.finished_at = None
+            job.error = ""
+            return job.attempts
+
+    @contextmanager
+    def step(self, job_id: int, attempt: int, name: str) -> Iterator[None]:
+        """Record a pipeline step's timing, and its reason if it raises."""
+        with transaction(self.sessions) as session:
+            row = JobStep(job_pk=job_id, attempt=attempt, name=name, state=StepState.RUNNING)
+            session.add(row)
+            session.flush()
+            step_id = row.id
+        began = time.perf_counter()
+        try:
+            yield
+        except BaseException as exc:
+            self._close_step(step_id, StepState.FAILED, time.perf_counter() - began, str(exc))
+            raise
+        self._close_step(step_id, StepState.DONE, time.perf_counter() - began, "")
+
+    def _close_step(self, step_id: int, state: StepState, seconds: float, detail: str) -> None:
+        with transaction(self.sessions) as session:
+            row = session.get_one(JobStep, step_id)
+            row.state = state
+            row.seconds = round(seconds, 4)
+            row.detail = detail[:2000]
+
+    def analysed(self, job_id: int, findings: dict, results: list[NewResult]) -> None:
+        """The job's results are encoded and on disk; delivery comes next."""
+        with transaction(self.sessions) as session:
+            job = session.get_one(Job, job_id)
+            job.findings = findings
+            job.state = JobState.DELIVERING
+            for result in results:
+                row = session.scalars(
+                    select(ResultObject).where(
+                        ResultObject.sop_instance_uid == result.sop_instance_uid
+                    )
+                ).first()
+                if row is None:
+                    row = ResultObject(sop_instance_uid=result.sop_instance_uid)
+                    session.add(row)
+                row.job_pk = job_id
+                row.kind = result.kind
+                row.sop_class_uid = result.sop_class_uid
+                row.path = result.path
+                row.delivered_at = None
+                row.delivery_error = ""
+
+    def undelivered(self, job_id: int) -> list[ResultObject]:
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(ResultObject)
+                    .where(ResultObject.job_pk == job_id, ResultObject.delivered_at.is_(None))
+                    .order_by(ResultObject.id)
+                )
+            )
+
+    def delivered(self, result_id: int) -> None:
+        with transaction(self.sessions) as session:
+            row = session.get_one(ResultObject, result_id)
+            row.delivered_at = utcnow()
+            row.delivery_error = ""
+
+    def delivery_failed(self, result_id: int, reason: str) -> None:
+        with transaction(self.sessions) as session:
+            session.get_one(ResultObject, result_id).delivery_error = reason[:2000]
+
+    def succeed(self, job_id: int) -> None:
+        with transaction(self.sessions) as session:
+            job = session.get_one(Job, job_id)
+            job.state = JobState.SUCCEEDED
+            job.finished_at = utcnow()
+            job.error = ""
+
+    def fail(self, job_id: int, reason: str) -> None:
+        with transaction(self.sessions) as session:
+            job = session.get_one(Job, job_id)
+            job.state = JobState.FAILED
+            job.finished_at = utcnow()
+            job.error = reason[:4000] or "failed without a reason"
+
+    def reset_for_retry(self, job_id: int) -> None:
+        """FAILED (or SUCCEEDED) -> QUEUED. Raises LookupError / ValueError with a reason."""
+        with transaction(self.sessions) as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise LookupError(f"job {job_id} does not exist")
+            if job.state not in RETRYABLE:
+                raise ValueError(
+                    f"job {job_id} is {job.state.value}; only a finished job is retried"
+                )
+            job.state = JobState.QUEUED
+            job.error = ""
+            job.finished_at = None
+            job.enqueued_at = None
+
+    def state_of(self, job_id: int) -> JobState | None:
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            return job.state if job else None
+
+    def stale(self, now: datetime, queued_for: timedelta) -> list[tuple[int, JobState]]:
+        """Jobs whose message may have been lost: queued (or delivering) too long."""
+        cutoff = now - queued_for
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Job.id, Job.state).where(
+                    Job.state.in_([JobState.QUEUED, JobState.DELIVERING]),
+                    (Job.enqueued_at.is_(None)) | (Job.enqueued_at < cutoff),
+                )
+            ).all()
+        return [(row[0], row[1]) for row in rows]

@@ -1,0 +1,106 @@
+"""The scheduler role: completes quiet series, routes them, and reconciles the queue.
+
+It runs one loop. Jobs are created in the database first and sent to Celery after the
+commit; anything the broker lost (a Redis restart, a crash between commit and send)
+is found again by the reconciler, which re-sends jobs queued for too long.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+
+from models.registry import ModelRegistry
+
+from node.completion import SeriesCompletion
+from node.db.models import JobState, utcnow
+from node.db.session import SessionFactory, transaction
+from node.jobs.ledger import JobLedger
+from node.jobs.queue import JobQueue
+from node.routing import route_series
+from node.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: SessionFactory,
+        registry: ModelRegistry,
+        queue: JobQueue,
+        ledger: JobLedger,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.registry = registry
+        self.queue = queue
+        self.ledger = ledger
+        self.completion = SeriesCompletion(settings.stable_seconds)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_reconcile = 0.0
+
+    def route_complete_series(self) -> list[int]:
+        """One completion pass; returns the ids of the jobs it queued."""
+        queued: list[int] = []
+        with transaction(self.sessions) as session:
+            for series in self.completion.complete_series(session, utcnow()):
+                decision = route_series(session, series, self.registry)
+                if decision.job_ids:
+                    log.info("series %s -> jobs %s", series.series_instance_uid, decision.job_ids)
+                else:
+                    log.info("series %s: %s", series.series_instance_uid, decision.reason)
+                queued.extend(decision.job_ids)
+        for job_id in queued:
+            self.queue.send_analysis(job_id)
+        return queued
+
+    def reconcile(self, older_than: timedelta | None = None) -> list[int]:
+        """Re-send jobs the broker may have lost; returns their ids."""
+        age = (
+            older_than
+            if older_than is not None
+            else timedelta(seconds=self.settings.reconcile_seconds)
+        )
+        resent = []
+        for job_id, state in self.ledger.stale(utcnow(), age):
+            if state is JobState.DELIVERING:
+                self.queue.send_delivery(job_id)
+            else:
+                self.queue.send_analysis(job_id)
+            resent.append(job_id)
+        if resent:
+            log.warning("re-sent jobs the broker may have lost: %s", resent)
+        return resent
+
+    def run_once(self) -> None:
+        self.route_complete_series()
+        now = time.monotonic()
+        if now - self._last_reconcile >= min(self.settings.reconcile_seconds, 30.0):
+            self._last_reconcile = now
+            self.reconcile()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - a passing DB or broker fault; next pass retries
+                log.exception("scheduler pass failed")
+            self._stop.wait(self.settings.scheduler_interval)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()

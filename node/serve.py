@@ -1,0 +1,90 @@
+"""``ainode serve``: every role of the node on one machine.
+
+Start order follows the data: database (migrated), broker (embedded Redis unless one
+is configured), worker process, scheduler, Storage SCP, then the web server in the
+foreground. Stopping reverses it, so nothing is accepted that cannot be processed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+from models.registry import discover_packages
+
+from node.broker import EmbeddedRedis, broker_answers
+from node.db.migrate import upgrade_to_head
+from node.db.session import database_answers, make_engine, make_session_factory
+from node.jobs.celery_app import make_celery
+from node.jobs.ledger import JobLedger
+from node.jobs.queue import JobQueue
+from node.scheduler import Scheduler
+from node.scp import StorageSCP
+from node.settings import Settings
+from node.supervisor import ChildSupervisor
+from node.web.app import create_app
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings)
+    upgrade_to_head(engine)
+    sessions = make_session_factory(engine)
+
+    embedded: EmbeddedRedis | None = None
+    broker_url = settings.broker_url
+    if not broker_url:
+        embedded = EmbeddedRedis(settings.data_dir)
+        broker_url = embedded.start()
+
+    registry = discover_packages(settings.models_dir)
+    for path, reason in registry.refused:
+        log.error("model package %s refused: %s", path, reason)
+    log.info("models: %s", ", ".join(p.manifest.name for p in registry.packages) or "none")
+
+    ledger = JobLedger(sessions)
+    queue = JobQueue(make_celery(broker_url), ledger)
+    worker = ChildSupervisor(
+        "worker",
+        [sys.executable, "-m", "node.cli", "worker"],
+        {**settings.worker_environment(), "AINODE_BROKER_URL": broker_url},
+    )
+    scheduler = Scheduler(settings, sessions, registry, queue, ledger)
+    scp = StorageSCP(settings, sessions)
+
+    def health() -> dict[str, bool]:
+        return {
+            "scp": scp.listening,
+            "database": database_answers(engine),
+            "broker": broker_answers(broker_url),
+            "scheduler": scheduler.alive,
+            "worker": worker.alive,
+        }
+
+    app = create_app(settings, sessions, health=health, retry_job=queue.retry)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.http_bind,
+            port=settings.http_port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+        )
+    )
+    try:
+        worker.start()
+        scheduler.start()
+        scp.start()
+        log.info("web on http://%s:%s", settings.http_bind, settings.http_port)
+        server.run()
+    finally:
+        scp.stop()
+        scheduler.stop()
+        worker.stop()
+        if embedded is not None:
+            embedded.stop()
+        engine.dispose()
+        log.info("node stopped")

@@ -1,0 +1,138 @@
+"""``GET /metrics``: Prometheus gauges computed from the database at scrape time.
+
+Each app has its own :class:`~prometheus_client.CollectorRegistry` (no global registry),
+holding one :class:`NodeStateCollector` that counts rows when scraped:
+
+- ``ainode_up`` 1 while the web process answers;
+- ``ainode_database_up`` 1 when the counts below could be read, else 0 (and they are left out);
+- ``ainode_series{state}``, ``ainode_jobs{state}``: rows per state, every state listed;
+- ``ainode_instances_total``: instances received;
+- ``ainode_results{kind, delivered}``: result objects, delivered ``"true"`` or ``"false"``;
+- ``ainode_job_step_seconds{step, state}``: a summary (``_count``, ``_sum``) over finished
+  steps (``done`` or ``failed``) that recorded their seconds; mean = sum / count.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TypeVar
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
+from sqlalchemy import Select, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.db.models import (
+    Instance,
+    Job,
+    JobState,
+    JobStep,
+    ResultObject,
+    Series,
+    SeriesState,
+    StepState,
+)
+from node.web.routes.deps import ContextDep
+
+log = logging.getLogger(__name__)
+
+RESULT_KINDS = ("SEG", "SR")
+
+K = TypeVar("K")
+
+router = APIRouter(tags=["metrics"])
+
+
+def _counts(session: Session, query: Select[tuple[K, int]]) -> dict[K, int]:
+    return {key: count for key, count in session.execute(query)}
+
+
+class NodeStateCollector:
+    """Counts the node's rows on every scrape; nothing is kept between scrapes."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def describe(self) -> list[Metric]:
+        # Returning nothing keeps registration from querying the database.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("ainode_up", "1 while the node's web process answers", value=1)
+        try:
+            with self._sessions() as session:
+                families = list(self._from_database(session))
+        except SQLAlchemyError:
+            log.exception("metrics: the database could not be read")
+            yield GaugeMetricFamily(
+                "ainode_database_up", "1 when the database could be read", value=0
+            )
+            return
+        yield GaugeMetricFamily("ainode_database_up", "1 when the database could be read", value=1)
+        yield from families
+
+    def _from_database(self, session: Session) -> Iterator[Metric]:
+        series = GaugeMetricFamily("ainode_series", "Series per state", labels=["state"])
+        counts = _counts(session, select(Series.state, func.count()).group_by(Series.state))
+        for state in SeriesState:
+            series.add_metric([state.value], counts.get(state, 0))
+        yield series
+
+        jobs = GaugeMetricFamily("ainode_jobs", "Jobs per state", labels=["state"])
+        counts = _counts(session, select(Job.state, func.count()).group_by(Job.state))
+        for job_state in JobState:
+            jobs.add_metric([job_state.value], counts.get(job_state, 0))
+        yield jobs
+
+        instances = session.scalar(select(func.count()).select_from(Instance)) or 0
+        yield GaugeMetricFamily(
+            "ainode_instances_total", "DICOM instances received", value=instances
+        )
+
+        results = GaugeMetricFamily(
+            "ainode_results", "Result objects per kind and delivery", labels=["kind", "delivered"]
+        )
+        # count(column) skips NULLs, so it counts the delivered ones.
+        by_kind = {
+            kind: (total, delivered)
+            for kind, total, delivered in session.execute(
+                select(
+                    ResultObject.kind, func.count(), func.count(ResultObject.delivered_at)
+                ).group_by(ResultObject.kind)
+            )
+        }
+        for kind in sorted(set(RESULT_KINDS) | set(by_kind)):
+            total, delivered = by_kind.get(kind, (0, 0))
+            results.add_metric([kind, "true"], delivered)
+            results.add_metric([kind, "false"], total - delivered)
+        yield results
+
+        steps = SummaryMetricFamily(
+            "ainode_job_step_seconds",
+            "Seconds per finished pipeline step (mean = _sum / _count)",
+            labels=["step", "state"],
+        )
+        rows = session.execute(
+            select(JobStep.name, JobStep.state, func.count(), func.sum(JobStep.seconds))
+            .where(JobStep.seconds.is_not(None), JobStep.state != StepState.RUNNING)
+            .group_by(JobStep.name, JobStep.state)
+            .order_by(JobStep.name, JobStep.state)
+        )
+        for name, step_state, count, total in rows:
+            steps.add_metric([name, step_state.value], count_value=count, sum_value=total or 0.0)
+        yield steps
+
+
+def make_registry(sessions: sessionmaker[Session]) -> CollectorRegistry:
+    """A registry of this app's own, holding the database collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeStateCollector(sessions))
+    return registry
+
+
+@router.get("/metrics", response_class=Response)
+def read_metrics(context: ContextDep) -> Response:
+    return Response(generate_latest(context.metrics_registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,17 @@
+"""``GET /api/node``: the node's identity, for the dashboard's header."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from node.web.routes.deps import SettingsDep
+from node.web.routes.schemas import NodeOut
+
+router = APIRouter(tags=["node"])
+
+
+@router.get("/node")
+def read_node(settings: SettingsDep) -> NodeOut:
+    return NodeOut(
+        ae_title=settings.ae_title, dicom_port=settings.dicom_port, archive=settings.archive
+    )

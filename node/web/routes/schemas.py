@@ -1,0 +1,121 @@
+"""The JSON shapes the API answers with.
+
+Times are ISO 8601 in UTC. SQLite hands back naive datetimes for timezone-aware
+columns; they were written as UTC, so they are marked as UTC here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel
+
+from node.db.models import JobState, SeriesState, StepState
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class NodeOut(BaseModel):
+    """Who this node is on the DICOM network."""
+
+    ae_title: str
+    dicom_port: int
+    archive: str | None
+
+
+class PatientOut(BaseModel):
+    patient_id: str
+    issuer: str
+    name: str
+
+
+class SeriesJobOut(BaseModel):
+    """A job as listed under its series."""
+
+    id: int
+    model_name: str
+    model_version: str
+    state: JobState
+
+
+class SeriesOut(BaseModel):
+    id: int
+    series_instance_uid: str
+    series_number: int | None
+    modality: str
+    body_part_examined: str
+    description: str
+    instances: int
+    state: SeriesState
+    state_reason: str
+    last_received_at: UtcDatetime
+    completed_at: UtcDatetime | None
+    jobs: list[SeriesJobOut]
+
+
+class StudyOut(BaseModel):
+    id: int
+    study_instance_uid: str
+    study_date: str
+    accession_number: str
+    description: str
+    first_received_at: UtcDatetime
+    patient: PatientOut
+    series: list[SeriesOut]
+
+
+class StepOut(BaseModel):
+    """One pipeline step of the job's latest attempt."""
+
+    attempt: int
+    name: str
+    state: StepState
+    started_at: UtcDatetime
+    seconds: float | None
+    detail: str
+
+
+class ResultOut(BaseModel):
+    kind: str
+    sop_instance_uid: str
+    delivered_at: UtcDatetime | None
+    delivery_error: str
+
+
+class JobOut(BaseModel):
+    id: int
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str
+    series_description: str
+    model_name: str
+    model_version: str
+    state: JobState
+    error: str
+    attempts: int
+    created_at: UtcDatetime
+    enqueued_at: UtcDatetime | None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    findings: Any
+    steps: list[StepOut]
+    results: list[ResultOut]
+
+
+class RetryOut(BaseModel):
+    """The job's state as read back right after the retry was accepted."""
+
+    id: int
+    state: JobState
+
+
+class ErrorOut(BaseModel):
+    detail: str

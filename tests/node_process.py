@@ -1,0 +1,102 @@
+"""The node under test as a real process: ``ainode serve`` with its own ports and data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.orthanc import free_port
+
+
+@dataclass
+class NodeProcess:
+    data_dir: Path
+    dicom_port: int
+    http_port: int
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.data_dir / "node.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 120) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "serve"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"node exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"node not healthy within {timeout} s:\n{self.log()}")
+
+    def get(self, path: str) -> object:
+        response = httpx.get(self.url + path, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def log(self, chars: int = 6000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def node_environment(data_dir: Path, **settings: str) -> tuple[dict[str, str], int, int]:
+    dicom_port, http_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AINODE_")}
+    env.update(
+        {
+            "AINODE_DATA_DIR": str(data_dir),
+            "AINODE_DICOM_PORT": str(dicom_port),
+            "AINODE_DICOM_BIND": "127.0.0.1",
+            "AINODE_HTTP_PORT": str(http_port),
+            "AINODE_STABLE_SECONDS": "1",
+            "AINODE_SCHEDULER_INTERVAL": "0.5",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update({f"AINODE_{k.upper()}": v for k, v in settings.items()})
+    return env, dicom_port, http_port
+
+
+def wait_for(condition, timeout: float, interval: float = 0.5, what: str = "condition"):  # noqa: ANN001, ANN201
+    """Poll ``condition`` until it returns something truthy; return it, or fail naming it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -1,0 +1,158 @@
+"""A real Orthanc, started per test as the hospital's PACS, with automatic routing.
+
+The routing is what a hospital would configure: a Lua ``OnStableStudy`` script that
+forwards each stable study to the node, except what the node itself sent (no loops).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+ROUTING_LUA = """
+forwarded = {}
+
+function OnStableStudy(studyId, tags, metadata)
+  local instances = ParseJson(RestApiGet('/studies/' .. studyId .. '/instances'))
+  local ids = {}
+  for _, instance in pairs(instances) do
+    local origin = RestApiGet('/instances/' .. instance['ID'] .. '/metadata/RemoteAET')
+    if origin ~= '%(node_aet)s' and not forwarded[instance['ID']] then
+      table.insert(ids, '"' .. instance['ID'] .. '"')
+      forwarded[instance['ID']] = true
+    end
+  end
+  if #ids > 0 then
+    RestApiPost('/modalities/%(node_name)s/store',
+      '{"Resources":[' .. table.concat(ids, ',') .. '],"Asynchronous":true}')
+  end
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Orthanc:
+    """A running Orthanc: its ports, REST client and log."""
+
+    dicom_port: int
+    http_port: int
+    directory: Path
+    process: subprocess.Popen[bytes]
+    aet: str = "ORTHANC"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def destination(self) -> str:
+        return f"{self.aet}@127.0.0.1:{self.dicom_port}"
+
+    def get(self, path: str) -> object:
+        response = httpx.get(self.url + path, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def file(self, instance_id: str) -> bytes:
+        response = httpx.get(f"{self.url}/instances/{instance_id}/file", timeout=30)
+        response.raise_for_status()
+        return response.content
+
+    def instances_by_modality(self) -> dict[str, list[str]]:
+        """Instance ids of every series Orthanc holds, grouped by modality."""
+        grouped: dict[str, list[str]] = {}
+        for series_id in self.get("/series"):  # type: ignore[union-attr]
+            series = self.get(f"/series/{series_id}")
+            modality = series["MainDicomTags"].get("Modality", "")  # type: ignore[index]
+            grouped.setdefault(modality, []).extend(series["Instances"])  # type: ignore[index]
+        return grouped
+
+    def store(self, files: list[Path], calling_aet: str = "MODALITY") -> None:
+        """Send files into Orthanc with DCMTK's storescu, as a modality would."""
+        env = {**os.environ, "TCP_NODELAY": "1"}
+        subprocess.run(
+            ["storescu", "-R", "-aet", calling_aet, "-aec", self.aet, "127.0.0.1",
+             str(self.dicom_port), *map(str, files)],
+            check=True, env=env, capture_output=True, timeout=300,
+        )  # fmt: skip
+
+    def log_tail(self, lines: int = 40) -> str:
+        logs = sorted(self.directory.glob("logs/*"))
+        return "\n".join(p.read_text(errors="replace")[-4000:] for p in logs[-1:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def start_orthanc(
+    directory: Path, *, node_aet: str | None = None, node_port: int | None = None,
+    stable_age: int = 2,
+) -> Orthanc:  # fmt: skip
+    """Start Orthanc under ``directory``; with a node given, route stable studies to it."""
+    if shutil.which("Orthanc") is None:
+        raise RuntimeError("Orthanc is not installed (tests/peers.sh installs it)")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "logs").mkdir(exist_ok=True)
+    dicom_port, http_port = free_port(), free_port()
+    config: dict[str, object] = {
+        "Name": "ainode-test-pacs",
+        "StorageDirectory": str(directory / "storage"),
+        "IndexDirectory": str(directory / "index"),
+        "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True,
+        "StableAge": stable_age,
+        "Plugins": [str(DICOMWEB_PLUGIN)] if DICOMWEB_PLUGIN.exists() else [],
+        "DicomModalities": {},
+    }
+    if node_aet and node_port:
+        config["DicomModalities"] = {"AINODE": [node_aet, "127.0.0.1", node_port]}
+        lua = directory / "route-to-ainode.lua"
+        lua.write_text(ROUTING_LUA % {"node_aet": node_aet, "node_name": "AINODE"})
+        config["LuaScripts"] = [str(lua)]
+    config_path = directory / "orthanc.json"
+    config_path.write_text(json.dumps(config, indent=2))
+    process = subprocess.Popen(
+        ["Orthanc", f"--logdir={directory / 'logs'}", str(config_path)],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    orthanc = Orthanc(dicom_port, http_port, directory, process)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Orthanc exited with {process.returncode}: {orthanc.log_tail()}")
+        try:
+            if httpx.get(orthanc.url + "/system", timeout=1).status_code == 200:
+                return orthanc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    orthanc.stop()
+    raise RuntimeError("Orthanc did not answer within 30 s")

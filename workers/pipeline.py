@@ -1,0 +1,96 @@
+"""The analysis pipeline: load -> preprocess + infer -> encode, as plain functions.
+
+Nothing here knows about Celery or the database; the task module records each step
+through the ``step`` callable it passes in. ``analyse`` can therefore run in a worker,
+in a test, or on local files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from models.registry import ModelPackage
+from pydicom import Dataset
+
+from models.manifest import ModelManifest
+from node.uids import result_uids
+from workers.encode.seg import encode_segmentation
+from workers.encode.sr import encode_report
+from workers.infer import NetworkCache, run_model
+from workers.load import load_series
+from workers.volume import ModelOutput, Volume
+
+StepRecorder = Callable[[str], AbstractContextManager[object]]
+
+
+def _no_recording(_name: str) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+@dataclass
+class Analysis:
+    """A job's outcome: what was found, and the DICOM objects that say so (SEG first)."""
+
+    findings: dict
+    objects: list[tuple[str, Dataset]] = field(default_factory=list)
+
+
+def summarise(manifest: ModelManifest, volume: Volume, output: ModelOutput) -> dict:
+    """The findings as the API and worklist show them."""
+    summary: dict = {"model": manifest.name, "version": manifest.version}
+    if output.labels is not None:
+        counts = np.bincount(output.labels.ravel(), minlength=256)
+        summary["segments"] = {
+            spec.name: {
+                "label": spec.label,
+                "voxels": int(counts[spec.label]),
+                "volume_ml": round(float(counts[spec.label]) * volume.voxel_volume_ml, 3),
+            }
+            for spec in manifest.outputs.segments
+        }
+    if manifest.outputs.classes:
+        summary["classes"] = {
+            spec.name: {
+                "probability": round(float(output.probabilities.get(spec.name, 0.0)), 4),
+                "present": float(output.probabilities.get(spec.name, 0.0)) >= spec.threshold,
+                "finding": spec.finding.meaning,
+            }
+            for spec in manifest.outputs.classes
+        }
+    return summary
+
+
+def analyse(
+    paths: list[Path],
+    package: ModelPackage,
+    device: torch.device,
+    cache: NetworkCache,
+    step: StepRecorder = _no_recording,
+) -> Analysis:
+    """Run one model on one series' files and encode what it found."""
+    manifest = package.manifest
+    with step("load"):
+        volume = load_series(paths)
+    with step("infer"):
+        output = run_model(package, volume, device, cache)
+    with step("encode"):
+        uids = result_uids(
+            (str(ds.SOPInstanceUID) for ds in volume.datasets), manifest.name, manifest.version
+        )
+        objects: list[tuple[str, Dataset]] = []
+        segmentation = None
+        if output.labels is not None:
+            segmentation = encode_segmentation(
+                volume, output.labels, manifest, uids["seg_series"], uids["seg_instance"]
+            )
+            objects.append(("SEG", segmentation))
+        report = encode_report(
+            volume, manifest, output, segmentation, uids["sr_series"], uids["sr_instance"]
+        )
+        objects.append(("SR", report))
+    return Analysis(findings=summarise(manifest, volume, output), objects=objects)

@@ -1,0 +1,132 @@
+"""The Celery tasks: thin shells that take a job id, run plain functions, record state.
+
+``analyse_series`` (gpu queue) loads, infers and encodes, writes the results durably,
+then queues ``deliver_results`` (io queue), which sends them to the archive. Both are
+idempotent: results have deterministic UIDs and a finished job is not run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from io import BytesIO
+from pathlib import Path
+
+from celery import Celery, Task
+from pydicom import dcmwrite
+from sqlalchemy import select
+
+from node.db.models import Instance, Job, JobState
+from node.dispatch import DeliveryError, Outgoing, store_files
+from node.jobs.contracts import ANALYSE_TASK, DELIVER_TASK
+from node.jobs.ledger import NewResult
+from workers.context import WorkerContext
+from workers.errors import AnalysisError, ModelUnavailable
+from workers.pipeline import Analysis, analyse
+
+log = logging.getLogger(__name__)
+
+DELIVERY_ATTEMPTS = 6
+DELIVERY_BACKOFF_SECONDS = 2.0
+
+
+def _job_inputs(ctx: WorkerContext, job_id: int) -> tuple[Job, list[Path]]:
+    with ctx.sessions() as session:
+        job = session.get_one(Job, job_id)
+        rows = session.scalars(
+            select(Instance.path).where(Instance.series_pk == job.series_pk).order_by(Instance.id)
+        ).all()
+    return job, [ctx.settings.spool_dir / path for path in rows]
+
+
+def _keep_results(ctx: WorkerContext, job_id: int, analysis: Analysis) -> list[NewResult]:
+    kept = []
+    for kind, dataset in analysis.objects:
+        uid = str(dataset.SOPInstanceUID)
+        relative = Path(f"{job_id}/{kind.lower()}-{uid}.dcm")
+        buffer = BytesIO()
+        dcmwrite(buffer, dataset, enforce_file_format=True)
+        ctx.results.write(relative, buffer.getvalue())
+        kept.append(NewResult(kind, str(dataset.SOPClassUID), uid, str(relative)))
+    return kept
+
+
+def run_analysis(ctx: WorkerContext, job_id: int) -> None:
+    attempt = ctx.ledger.start(job_id)
+    if attempt is None:
+        log.info("job %s has nothing to do (finished or gone)", job_id)
+        return
+    try:
+        job, paths = _job_inputs(ctx, job_id)
+        try:
+            package = ctx.registry.get(job.model_name)
+        except KeyError:
+            raise ModelUnavailable(
+                f"model {job.model_name} is not installed on this worker"
+            ) from None
+        if package.manifest.version != job.model_version:
+            raise ModelUnavailable(
+                f"job wants {job.model_name} {job.model_version}, "
+                f"this worker has {package.manifest.version}"
+            )
+
+        def step(name: str):  # noqa: ANN202 - a context manager
+            return ctx.ledger.step(job_id, attempt, name)
+
+        analysis = analyse(paths, package, ctx.device, ctx.cache, step)
+        with step("store"):
+            kept = _keep_results(ctx, job_id, analysis)
+        ctx.ledger.analysed(job_id, analysis.findings, kept)
+    except AnalysisError as exc:
+        log.warning("job %s: %s", job_id, exc)
+        ctx.ledger.fail(job_id, str(exc))
+        return
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        ctx.ledger.fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
+        return
+    ctx.queue.send_delivery(job_id)
+
+
+def run_delivery(ctx: WorkerContext, job_id: int, attempt: int) -> float | None:
+    """Send a job's undelivered results; the seconds to wait before retrying, or None."""
+    if ctx.ledger.state_of(job_id) is not JobState.DELIVERING:
+        return None
+    destination = ctx.settings.archive_destination
+    if destination is None:
+        ctx.ledger.succeed(job_id)  # results stay in the results directory
+        return None
+    pending = ctx.ledger.undelivered(job_id)
+    outgoing = [
+        Outgoing(ctx.settings.results_dir / r.path, r.sop_class_uid, r.sop_instance_uid)
+        for r in pending
+    ]
+    try:
+        store_files(destination, ctx.settings.ae_title, outgoing)
+    except (DeliveryError, OSError) as exc:
+        for result in pending:
+            ctx.ledger.delivery_failed(result.id, str(exc))
+        if attempt + 1 >= DELIVERY_ATTEMPTS:
+            ctx.ledger.fail(job_id, f"delivery to {destination} failed {attempt + 1} times: {exc}")
+            return None
+        delay = DELIVERY_BACKOFF_SECONDS * 2**attempt
+        return delay * random.uniform(0.8, 1.2)  # jitter: archives recover in a herd otherwise
+    for result in pending:
+        ctx.ledger.delivered(result.id)
+    ctx.ledger.succeed(job_id)
+    log.info("job %s delivered %d object(s) to %s", job_id, len(pending), destination)
+    return None
+
+
+def register_tasks(app: Celery, ctx: WorkerContext) -> None:
+    @app.task(name=ANALYSE_TASK, bind=True)
+    def analyse_series(self: Task, job_id: int) -> None:
+        run_analysis(ctx, job_id)
+
+    @app.task(name=DELIVER_TASK, bind=True, max_retries=DELIVERY_ATTEMPTS)
+    def deliver_results(self: Task, job_id: int) -> None:
+        wait = run_delivery(ctx, job_id, self.request.retries)
+        if wait is not None:
+            raise self.retry(countdown=wait)
+
+    _ = (analyse_series, deliver_results)  # registered on the app by the decorator
