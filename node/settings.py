@@ -11,11 +11,11 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _AET_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
 
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     stable_seconds: float = Field(
         default=30.0, ge=0, description="quiet period before a series counts as complete"
     )
-    allowed_calling_aets: list[str] = Field(
+    allowed_calling_aets: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="empty: any calling AE may store"
     )
     models_dir: Path | None = Field(

@@ -1,7 +1,8 @@
 """A real Orthanc, started per test as the hospital's PACS, with automatic routing.
 
-The routing is what a hospital would configure: a Lua ``OnStableStudy`` script that
-forwards each stable study to the node, except what the node itself sent (no loops).
+The routing is what a hospital would configure: the Lua ``OnStableStudy`` script in
+deploy/orthanc, which forwards each stable study to the node, except what the node
+itself sent (no loops).
 """
 
 from __future__ import annotations
@@ -19,25 +20,7 @@ import httpx
 
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
-ROUTING_LUA = """
-forwarded = {}
-
-function OnStableStudy(studyId, tags, metadata)
-  local instances = ParseJson(RestApiGet('/studies/' .. studyId .. '/instances'))
-  local ids = {}
-  for _, instance in pairs(instances) do
-    local origin = RestApiGet('/instances/' .. instance['ID'] .. '/metadata/RemoteAET')
-    if origin ~= '%(node_aet)s' and not forwarded[instance['ID']] then
-      table.insert(ids, '"' .. instance['ID'] .. '"')
-      forwarded[instance['ID']] = true
-    end
-  end
-  if #ids > 0 then
-    RestApiPost('/modalities/%(node_name)s/store',
-      '{"Resources":[' .. table.concat(ids, ',') .. '],"Asynchronous":true}')
-  end
-end
-"""
+ROUTING_LUA = Path(__file__).parents[1] / "deploy" / "orthanc" / "route-to-ainode.lua"
 
 
 def free_port() -> int:
@@ -106,10 +89,13 @@ class Orthanc:
 
 
 def start_orthanc(
-    directory: Path, *, node_aet: str | None = None, node_port: int | None = None,
-    stable_age: int = 2,
-) -> Orthanc:  # fmt: skip
-    """Start Orthanc under ``directory``; with a node given, route stable studies to it."""
+    directory: Path, *, node_port: int | None = None, stable_age: int = 2
+) -> Orthanc:
+    """Start Orthanc under ``directory``; with a node port given, route studies to it.
+
+    The routing is the project's own example script (deploy/orthanc), which expects the
+    node's AE title to be AINODE.
+    """
     if shutil.which("Orthanc") is None:
         raise RuntimeError("Orthanc is not installed (tests/peers.sh installs it)")
     directory.mkdir(parents=True, exist_ok=True)
@@ -130,11 +116,9 @@ def start_orthanc(
         "Plugins": [str(DICOMWEB_PLUGIN)] if DICOMWEB_PLUGIN.exists() else [],
         "DicomModalities": {},
     }
-    if node_aet and node_port:
-        config["DicomModalities"] = {"AINODE": [node_aet, "127.0.0.1", node_port]}
-        lua = directory / "route-to-ainode.lua"
-        lua.write_text(ROUTING_LUA % {"node_aet": node_aet, "node_name": "AINODE"})
-        config["LuaScripts"] = [str(lua)]
+    if node_port:
+        config["DicomModalities"] = {"AINODE": ["AINODE", "127.0.0.1", node_port]}
+        config["LuaScripts"] = [str(ROUTING_LUA)]
     config_path = directory / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
     process = subprocess.Popen(
