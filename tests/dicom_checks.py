@@ -10,9 +10,7 @@ from pathlib import Path
 def _run(tool: str, *paths: Path) -> str:
     if shutil.which(tool) is None:
         raise RuntimeError(f"{tool} is not installed (tests/peers.sh installs dicom3tools)")
-    result = subprocess.run(
-        [tool, *map(str, paths)], capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([tool, *map(str, paths)], capture_output=True, text=True, timeout=120)
     return result.stdout + result.stderr
 
 

@@ -88,9 +88,7 @@ class Orthanc:
                 self.process.kill()
 
 
-def start_orthanc(
-    directory: Path, *, node_port: int | None = None, stable_age: int = 2
-) -> Orthanc:
+def start_orthanc(directory: Path, *, node_port: int | None = None, stable_age: int = 2) -> Orthanc:
     """Start Orthanc under ``directory``; with a node port given, route studies to it.
 
     The routing is the project's own example script (deploy/orthanc), which expects the

@@ -73,7 +73,8 @@ def test_bad_input_is_refused_or_explained(tmp_path: Path, orthanc: Orthanc) -> 
             jobs = node.get("/api/jobs")
             series = [s for study in studies for s in study["series"]]  # type: ignore[union-attr]
             settled = all(s["state"] != "receiving" for s in series) and all(
-                j["state"] in ("failed", "succeeded") for j in jobs  # type: ignore[union-attr]
+                j["state"] in ("failed", "succeeded")
+                for j in jobs  # type: ignore[union-attr]
             )
             return (series, jobs) if settled and len(series) == 4 else None
 

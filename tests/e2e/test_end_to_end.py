@@ -38,7 +38,11 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def coded_items(item, found: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:  # noqa: ANN001
     """(concept name meaning, value meaning or number, unit) of every item of an SR tree."""
     for child in item.get("ContentSequence", []):
-        name = child.ConceptNameCodeSequence[0].CodeMeaning if "ConceptNameCodeSequence" in child else ""
+        name = (
+            child.ConceptNameCodeSequence[0].CodeMeaning
+            if "ConceptNameCodeSequence" in child
+            else ""
+        )
         if "ConceptCodeSequence" in child:
             found.append((name, child.ConceptCodeSequence[0].CodeMeaning, ""))
         elif "MeasuredValueSequence" in child:

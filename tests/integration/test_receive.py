@@ -13,7 +13,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.filewriter import write_file_meta_info
-from pynetdicom import AE, _config
+from pynetdicom import AE
 from sqlalchemy import func, select
 
 from node.db.migrate import upgrade_to_head
@@ -23,6 +23,7 @@ from node.scp import StorageSCP
 from node.settings import Settings
 from node.status import StoreStatus
 from tests.orthanc import free_port
+from tests.scu import send_raw
 
 # One file per transfer syntax family the node must accept (all ship with pydicom).
 TRANSFER_SYNTAX_SAMPLES = [
@@ -136,20 +137,11 @@ def _raw_file(tmp_path: Path, meta_from: Path, body: bytes) -> Path:
 
 def test_unreadable_bytes_get_a_failure_status(scp: StorageSCP, tmp_path: Path) -> None:
     source = sample("CT_small.dcm")
-    ds = dcmread(source)
     garbage = _raw_file(tmp_path, source, b"\x08\x00\x16\x00\xff\xff\xff\x7f" + b"\x01" * 64)
-    assoc = _associate(scp, ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    # Send the file's bytes as they are (pynetdicom would otherwise parse them first).
-    _config.STORE_SEND_CHUNKED_DATASET = True
-    try:
-        status = assoc.send_c_store(garbage)
-        _config.STORE_SEND_CHUNKED_DATASET = False
-        assert status.Status == StoreStatus.CANNOT_UNDERSTAND
-        # The node goes on: a good instance on the same association is kept.
-        assert assoc.send_c_store(ds).Status == StoreStatus.SUCCESS
-    finally:
-        _config.STORE_SEND_CHUNKED_DATASET = False
-        assoc.release()
+    status = send_raw("127.0.0.1", scp.settings.dicom_port, "AINODE", garbage)
+    assert status.Status == StoreStatus.CANNOT_UNDERSTAND
+    # The node goes on: a good instance is kept right after.
+    assert send_raw("127.0.0.1", scp.settings.dicom_port, "AINODE", source).Status == 0
     assert count(scp, Instance) == 1
     assert len(list(scp.settings.spool_dir.rglob("*.dcm"))) == 1
 
@@ -158,15 +150,10 @@ def test_truncated_pixel_data_is_kept_for_the_pipeline_to_judge(
     scp: StorageSCP, tmp_path: Path
 ) -> None:
     source = sample("CT_small.dcm")
-    ds = dcmread(source)
     full = source.read_bytes()
     truncated = tmp_path / "truncated.dcm"
     truncated.write_bytes(full[: len(full) - 4000])
-    assoc = _associate(scp, ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    try:
-        status = assoc.send_c_store(truncated)
-    finally:
-        assoc.release()
+    status = send_raw("127.0.0.1", scp.settings.dicom_port, "AINODE", truncated)
     # Its header is whole, so it is acknowledged and kept; analysis will give the reason.
     assert status.Status == StoreStatus.SUCCESS
     assert count(scp, Instance) == 1

@@ -1,0 +1,158 @@
+"""Completion, routing and job state on a real (SQLite) database, with a real Celery
+application publishing to the machine's Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from pydicom import Dataset
+from sqlalchemy import select
+
+from models.manifest import ModelManifest
+from models.registry import ModelPackage, ModelRegistry
+from node.db.migrate import upgrade_to_head
+from node.db.models import Job, JobState, Series, SeriesState, utcnow
+from node.db.session import SessionFactory, make_engine, make_session_factory
+from node.index import InstanceHeader, index_instance
+from node.jobs.celery_app import make_celery
+from node.jobs.contracts import GPU_QUEUE
+from node.jobs.ledger import JobLedger
+from node.jobs.queue import JobQueue
+from node.scheduler import Scheduler
+from node.settings import Settings
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def manifest(name: str, modality: str) -> ModelManifest:
+    return ModelManifest.model_validate(
+        {
+            "name": name,
+            "version": "1.0.0",
+            "title": name,
+            "task": "classification",
+            "accepts": {"modality": [modality]},
+            "network": {"architecture": "x", "weights": "w.pt", "sha256": "0" * 64},
+            "outputs": {
+                "classes": [{"name": "c", "finding": {"value": "1", "scheme": "S", "meaning": "m"}}]
+            },
+        }
+    )
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> Iterator[SessionFactory]:
+    engine = make_engine(Settings(data_dir=tmp_path))
+    upgrade_to_head(engine)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def scheduler(tmp_path: Path, sessions: SessionFactory, machine_redis_url: str) -> Scheduler:
+    settings = Settings(data_dir=tmp_path, stable_seconds=0)
+    registry = ModelRegistry(
+        packages=[
+            ModelPackage(tmp_path / "a", manifest("ct-model", "CT")),
+            ModelPackage(tmp_path / "b", manifest("mr-model", "MR")),
+        ]
+    )
+    ledger = JobLedger(sessions)
+    queue = JobQueue(make_celery(machine_redis_url), ledger)
+    return Scheduler(settings, sessions, registry, queue, ledger)
+
+
+def store(sessions: SessionFactory, series: str, sop: str, modality: str = "CT") -> None:
+    ds = Dataset()
+    ds.SOPClassUID = CT
+    ds.SOPInstanceUID = sop
+    ds.StudyInstanceUID = "1.2.3"
+    ds.SeriesInstanceUID = series
+    ds.Modality = modality
+    ds.PatientID = "P1"
+    index_instance(sessions, InstanceHeader.from_dataset(ds, "1.2.840.10008.1.2.1"), 10, "CT1")
+
+
+def queued_messages(url: str) -> int:
+    return int(redis.Redis.from_url(url).llen(GPU_QUEUE))
+
+
+def test_complete_series_get_one_job_per_accepting_model(
+    scheduler: Scheduler, sessions: SessionFactory, machine_redis_url: str
+) -> None:
+    store(sessions, "1.2.3.1", "1.2.3.1.1")
+    store(sessions, "1.2.3.1", "1.2.3.1.2")
+    store(sessions, "1.2.3.2", "1.2.3.2.1", modality="SR")
+    job_ids = scheduler.route_complete_series()
+    assert len(job_ids) == 1
+    assert queued_messages(machine_redis_url) == 1  # the message carries the id only
+    with sessions() as session:
+        states = {s.series_instance_uid: s for s in session.scalars(select(Series))}
+        job = session.get_one(Job, job_ids[0])
+    assert states["1.2.3.1"].state is SeriesState.ROUTED
+    assert job.model_name == "ct-model" and job.enqueued_at is not None
+    assert states["1.2.3.2"].state is SeriesState.NO_MODEL
+    assert "ct-model: modality SR not in ['CT']" in states["1.2.3.2"].state_reason
+    # A second pass finds nothing new.
+    assert scheduler.route_complete_series() == []
+
+
+def test_quiet_period_holds_a_series_back(tmp_path: Path, sessions: SessionFactory) -> None:
+    from node.completion import SeriesCompletion
+
+    store(sessions, "1.2.3.1", "1.2.3.1.1")
+    completion = SeriesCompletion(stable_seconds=30)
+    with sessions() as session:
+        assert completion.complete_series(session, utcnow()) == []
+        later = utcnow() + timedelta(seconds=31)
+        assert [s.series_instance_uid for s in completion.complete_series(session, later)] == [
+            "1.2.3.1"
+        ]
+
+
+def test_new_instance_reopens_a_routed_series(
+    scheduler: Scheduler, sessions: SessionFactory
+) -> None:
+    store(sessions, "1.2.3.1", "1.2.3.1.1")
+    first = scheduler.route_complete_series()
+    store(sessions, "1.2.3.1", "1.2.3.1.1")  # a duplicate: nothing to do
+    assert scheduler.route_complete_series() == []
+    store(sessions, "1.2.3.1", "1.2.3.1.2")  # a new instance: analyse again
+    second = scheduler.route_complete_series()
+    assert len(first) == len(second) == 1 and first != second
+
+
+def test_job_lifecycle_and_retry(scheduler: Scheduler, sessions: SessionFactory) -> None:
+    store(sessions, "1.2.3.1", "1.2.3.1.1")
+    (job_id,) = scheduler.route_complete_series()
+    ledger = scheduler.ledger
+    with pytest.raises(ValueError, match="only a finished job"):
+        ledger.reset_for_retry(job_id)
+    assert ledger.start(job_id) == 1
+    with pytest.raises(RuntimeError), ledger.step(job_id, 1, "load"):
+        raise RuntimeError("no pixel data")
+    ledger.fail(job_id, "no pixel data")
+    assert ledger.start(job_id) is None  # a failed job is not taken again by a stray message
+    scheduler.queue.retry(job_id)
+    assert ledger.state_of(job_id) is JobState.QUEUED
+    assert ledger.start(job_id) == 2
+    with sessions() as session:
+        job = session.get_one(Job, job_id)
+        (step,) = job.steps
+    assert step.name == "load" and step.detail == "no pixel data" and step.seconds is not None
+    with pytest.raises(LookupError):
+        ledger.reset_for_retry(9999)
+
+
+def test_reconciler_resends_what_the_broker_lost(
+    scheduler: Scheduler, sessions: SessionFactory, machine_redis_url: str
+) -> None:
+    store(sessions, "1.2.3.1", "1.2.3.1.1")
+    (job_id,) = scheduler.route_complete_series()
+    redis.Redis.from_url(machine_redis_url).flushdb()  # Redis lost its data
+    assert scheduler.reconcile(older_than=timedelta(seconds=0)) == [job_id]
+    assert queued_messages(machine_redis_url) == 1
