@@ -44,7 +44,8 @@ def set_tcp_nodelay(event: Event) -> None:
 def _failure(status: StoreStatus, comment: str) -> Dataset:
     ds = Dataset()
     ds.Status = int(status)
-    ds.ErrorComment = comment[:64]
+    # LO holds 64 characters, and a backslash would split it into several values.
+    ds.ErrorComment = comment.replace("\\", "/")[:64]
     return ds
 
 

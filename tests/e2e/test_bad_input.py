@@ -42,6 +42,13 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     no_pixels_path = folder / "no-pixels.dcm"
     no_pixels.save_as(no_pixels_path)
 
+    # pydicom's RT plan names a different SOP Instance UID in its file meta than in
+    # its data set: sent as is, that mismatch is refused; a consistent copy is kept.
+    rtplan = dcmread(sample("rtplan.dcm"))
+    rtplan.file_meta.MediaStorageSOPInstanceUID = rtplan.SOPInstanceUID
+    rtplan_path = folder / "rtplan.dcm"
+    rtplan.save_as(rtplan_path)
+
     garbage = folder / "garbage.dcm"
     head = ct.read_bytes()
     meta_end = 132 + 12 + int.from_bytes(head[140:144], "little")  # preamble, DICM, group length
@@ -50,8 +57,9 @@ def make_inputs(folder: Path) -> dict[str, Path]:
         "truncated": truncated,
         "no_pixels": no_pixels_path,
         "sr": sample("test-SR.dcm"),
-        "rtplan": sample("rtplan.dcm"),
+        "rtplan": rtplan_path,
         "garbage": garbage,
+        "mismatched": sample("rtplan.dcm"),
     }
 
 
@@ -66,6 +74,7 @@ def test_bad_input_is_refused_or_explained(tmp_path: Path, orthanc: Orthanc) -> 
             for name, path in inputs.items()
         }
         assert statuses.pop("garbage") == StoreStatus.CANNOT_UNDERSTAND
+        assert statuses.pop("mismatched") == StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
         assert set(statuses.values()) == {StoreStatus.SUCCESS}, statuses
 
         def explained() -> tuple[list, list] | None:
