@@ -15,12 +15,12 @@ import highdicom as hd
 import numpy as np
 import pytest
 from pydicom import dcmread
-from tests.factories import make_ct_series, write_series
 
 from models.manifest import ModelManifest
 from models.phantom import make_phantom
 from models.registry import discover_packages
 from tests.dicom_checks import dcentvfy_errors, dciodvfy_errors
+from tests.factories import make_ct_series, write_series
 from tests.node_process import NodeProcess, node_environment, wait_for
 from tests.orthanc import start_orthanc
 
