@@ -1,0 +1,288 @@
+"""Encoding a model's label volume as a DICOM Segmentation (SEG) instance.
+
+The one place that builds SEG objects. It writes Segmentation Storage
+(1.2.840.10008.5.1.4.1.1.66.4) of type BINARY in Explicit VR Little Endian, the form
+every archive here stores (label-map SEG is a newer SOP class that Orthanc 1.10 and
+DCMTK 3.6.7 refuse), one segment per manifest segment, coded from the manifest.
+
+It also holds what the SEG and the SR share: the provenance fields of a result
+(series description, equipment, content date and time) and the step that makes
+highdicom's output depend only on the inputs, so that re-running a job yields the
+same bytes and the archive never sees two versions of one instance.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import importlib.metadata
+import logging
+import re
+
+import highdicom as hd
+import numpy as np
+from pydicom import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.valuerep import DA, TM
+
+from models.manifest import ModelManifest
+from node.uids import derive_uid
+from workers.encode.codes import ALGORITHM_FAMILY, coded
+from workers.errors import EncodingError
+from workers.volume import Volume
+
+logger = logging.getLogger(__name__)
+
+MANUFACTURER = "ainode"
+DEMONSTRATION_NOTICE = " (DEMO, NOT FOR CLINICAL USE)"
+_LO_LENGTH = 64  # Long String, the VR of descriptions, labels and equipment names
+_SEG_SERIES_NUMBER_OFFSET = 1000
+_TYPE_2_PATIENT_AND_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+
+
+def encode_segmentation(
+    volume: Volume,
+    labels: np.ndarray,
+    manifest: ModelManifest,
+    series_uid: str,
+    instance_uid: str,
+    *,
+    series_number: int | None = None,
+) -> hd.seg.Segmentation:
+    """A BINARY Segmentation of ``labels`` on the source images of ``volume``.
+
+    ``labels`` (same shape as the volume) holds the manifest's segment label values,
+    0 for background. Segment ``i`` (1-based) is ``manifest.outputs.segments[i-1]``;
+    a segment with no voxel is still declared, so the SR can report its zero volume.
+    ``series_number`` defaults to the source series number plus 1000.
+
+    Raises
+    ------
+    EncodingError
+        When ``labels`` does not fit the volume or the manifest, or highdicom
+        refuses the object.
+    """
+    segments = manifest.outputs.segments
+    if not segments:
+        raise EncodingError(f"model {manifest.name} declares no segments to encode")
+    segment_numbers = _segment_number_array(volume, labels, manifest)
+    source = volume.datasets[0]
+    content_date, content_time = content_datetime(volume)
+
+    try:
+        descriptions = [
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=spec.name[:_LO_LENGTH],
+                segmented_property_category=coded(spec.category),
+                segmented_property_type=coded(spec.type),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=hd.AlgorithmIdentificationSequence(
+                    name=manifest.title[:_LO_LENGTH],
+                    family=ALGORITHM_FAMILY,
+                    version=manifest.version,
+                    source=manifest.manufacturer[:_LO_LENGTH],
+                ),
+                tracking_uid=segment_tracking_uid(instance_uid, number),
+                tracking_id=spec.name[:_LO_LENGTH],
+            )
+            for number, spec in enumerate(segments, start=1)
+        ]
+        segmentation = hd.seg.Segmentation(
+            source_images=source_headers(volume),
+            pixel_array=segment_numbers,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=series_uid,
+            series_number=series_number or default_series_number(source, 0),
+            sop_instance_uid=instance_uid,
+            instance_number=1,
+            manufacturer=MANUFACTURER,
+            manufacturer_model_name=manifest.name,
+            software_versions=software_versions(manifest),
+            device_serial_number=device_serial_number(manifest),
+            content_description=result_description(manifest, "segmentation"),
+            # Type 2, left empty: the creator is the algorithm named in each
+            # segment's algorithm identification, not a person.
+            content_creator_name=None,
+            content_label=_content_label(manifest),
+            series_description=result_description(manifest, "SEG"),
+            content_date=content_date,
+            content_time=content_time,
+            # Frames without any voxel of a segment are left out: a lesion model
+            # writes a few frames instead of slices x segments empty ones. A segment
+            # that is empty everywhere then has no frame but stays declared in the
+            # Segment Sequence. When no segment has any voxel highdicom must keep
+            # every frame (a SEG needs one); saying so avoids its warning.
+            omit_empty_frames=bool(segment_numbers.any()),
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise EncodingError(f"cannot encode the segmentation as DICOM SEG: {exc}") from exc
+    shared = segmentation.SharedFunctionalGroupsSequence[0]
+    if "PlaneOrientationSequence" not in shared and "PatientOrientation" not in segmentation:
+        # A source without patient geometry (a single image, allowed by the loader):
+        # General Image then requires Patient Orientation (Type 2C), as the source has it.
+        segmentation.PatientOrientation = source.get("PatientOrientation") or ""
+    make_deterministic(segmentation, instance_uid)
+    return segmentation
+
+
+def segment_tracking_uid(seg_instance_uid: str, segment_number: int) -> str:
+    """The tracking UID of a segment, shared by the SEG and the SR that measures it."""
+    return derive_uid("ainode-segment-tracking", seg_instance_uid, str(segment_number))
+
+
+def result_description(manifest: ModelManifest, kind: str) -> str:
+    """A Long String naming the model and ``kind``, marked when it is a demonstration."""
+    notice = DEMONSTRATION_NOTICE if manifest.demonstration else ""
+    return f"{manifest.title} {kind}"[: _LO_LENGTH - len(notice)] + notice
+
+
+def software_versions(manifest: ModelManifest) -> list[str]:
+    """The node's version and the model's, as the results' Software Versions."""
+    try:
+        node_version = importlib.metadata.version("ainode")
+    except importlib.metadata.PackageNotFoundError:
+        node_version = "unknown"
+    return [f"ainode {node_version}"[:_LO_LENGTH],
+            f"{manifest.name} {manifest.version}"[:_LO_LENGTH]]
+
+
+def device_serial_number(manifest: ModelManifest) -> str:
+    """The serial number of the 'device' that made a result: the model and its version."""
+    return f"{manifest.name}-{manifest.version}"[:_LO_LENGTH]
+
+
+def content_datetime(volume: Volume) -> tuple[datetime.date, datetime.time]:
+    """Content Date and Time of a result, taken from the source so they are reproducible.
+
+    A result's content is a reading of the source images, so it carries their date:
+    the source series' date and time, else the study's, else the images' content
+    date and time. Only a source with none of them gets the current time.
+    """
+    source = volume.datasets[0]
+    for date_keyword, time_keyword in (
+        ("SeriesDate", "SeriesTime"),
+        ("StudyDate", "StudyTime"),
+        ("ContentDate", "ContentTime"),
+        ("AcquisitionDate", "AcquisitionTime"),
+    ):
+        date_value = source.get(date_keyword)
+        if not date_value:
+            continue
+        try:
+            date = DA(date_value)
+            time_value = source.get(time_keyword)
+            time = TM(time_value) if time_value else datetime.time(0, 0)
+        except (ValueError, TypeError):
+            continue
+        if date is not None and time is not None:
+            return date, time
+    logger.warning("source series has no date; the result's content date is the current time")
+    now = datetime.datetime.now()
+    return now.date(), now.time().replace(microsecond=0)
+
+
+def source_headers(volume: Volume) -> list[Dataset]:
+    """The source datasets, the first completed with empty patient and study attributes.
+
+    highdicom copies the patient and study modules from the first source image and
+    reads their Type 2 attributes directly, so an archive's image without, say, an
+    Accession Number would stop it. A copy of that one header gets the missing ones,
+    empty, as the IOD allows; the volume's own headers are left untouched.
+    """
+    first = copy.deepcopy(volume.datasets[0])
+    for keyword in _TYPE_2_PATIENT_AND_STUDY:
+        if keyword not in first:
+            setattr(first, keyword, "")
+    return [first, *volume.datasets[1:]]
+
+
+def make_deterministic(dataset: Dataset, instance_uid: str) -> None:
+    """Replace what highdicom derives from the clock or a random UID.
+
+    Instance Creation Date/Time and Contribution DateTime (both Type 3) are removed
+    rather than faked; the Dimension Organization UID is derived from the instance.
+    """
+    for keyword in ("InstanceCreationDate", "InstanceCreationTime"):
+        if keyword in dataset:
+            delattr(dataset, keyword)
+    for item in dataset.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            del item.ContributionDateTime
+    if "DimensionOrganizationSequence" in dataset:
+        uid = derive_uid("ainode-dimension-organization", instance_uid)
+        for item in dataset.DimensionOrganizationSequence:
+            item.DimensionOrganizationUID = uid
+        for item in dataset.get("DimensionIndexSequence", []):
+            item.DimensionOrganizationUID = uid
+
+
+def default_series_number(source: Dataset, offset: int) -> int:
+    """The source's Series Number plus 1000 plus ``offset`` (0 for SEG, 1 for SR)."""
+    try:
+        base = int(source.get("SeriesNumber") or 0)
+    except (TypeError, ValueError):
+        base = 0
+    return max(base, 0) + _SEG_SERIES_NUMBER_OFFSET + offset
+
+
+def _content_label(manifest: ModelManifest) -> str:
+    """A Code String (16 characters of A-Z, 0-9, _ and space) naming the model."""
+    return re.sub(r"[^A-Z0-9_ ]", "_", manifest.name.upper())[:16] or "AINODE"
+
+
+def _segment_number_array(
+    volume: Volume, labels: np.ndarray, manifest: ModelManifest
+) -> np.ndarray:
+    """``labels`` with each manifest label value replaced by its segment number."""
+    labels = np.asarray(labels)
+    if labels.shape != volume.shape:
+        raise EncodingError(
+            f"label volume has shape {labels.shape}, the series {volume.shape}"
+        )
+    if labels.dtype.kind not in "iub":
+        raise EncodingError(f"label volume must hold integers, not {labels.dtype}")
+    segments = manifest.outputs.segments
+    if labels.dtype != np.uint8:
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high > 255:
+            raise EncodingError(f"label values {low}..{high} lie outside 0..255")
+        labels = labels.astype(np.uint8)
+    # Comparisons per segment run at memory speed; a 256-entry lookup (fancy
+    # indexing) is ten times slower on a CT volume, so it is only the fallback
+    # for models with many segments.
+    if len(segments) > 8:
+        lookup = np.zeros(256, dtype=np.uint8)
+        for number, spec in enumerate(segments, start=1):
+            lookup[spec.label] = number
+        numbers = lookup[labels]
+        known = int(np.count_nonzero(numbers))
+    else:
+        identity = all(spec.label == number for number, spec in enumerate(segments, start=1))
+        numbers = labels if identity else np.zeros_like(labels)
+        known = 0
+        for number, spec in enumerate(segments, start=1):
+            mask = labels == spec.label
+            known += int(np.count_nonzero(mask))
+            if not identity:
+                numbers[mask] = number
+    if known != int(np.count_nonzero(labels)):
+        declared = np.array([spec.label for spec in segments], dtype=np.uint8)
+        unknown = np.unique(labels[(labels != 0) & ~np.isin(labels, declared)])
+        raise EncodingError(
+            f"label volume holds values {[int(v) for v in unknown]} that model "
+            f"{manifest.name} does not declare"
+        )
+    return numbers
