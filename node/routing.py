@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.registry import ModelRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from models.registry import ModelRegistry
 from node.db.models import Instance, Job, Series, SeriesState, utcnow
 
 

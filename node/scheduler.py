@@ -13,7 +13,6 @@ import time
 from datetime import timedelta
 
 from models.registry import ModelRegistry
-
 from node.completion import SeriesCompletion
 from node.db.models import JobState, utcnow
 from node.db.session import SessionFactory, transaction

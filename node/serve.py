@@ -11,8 +11,8 @@ import logging
 import sys
 
 import uvicorn
-from models.registry import discover_packages
 
+from models.registry import discover_packages
 from node.broker import EmbeddedRedis, broker_answers
 from node.db.migrate import upgrade_to_head
 from node.db.session import database_answers, make_engine, make_session_factory
