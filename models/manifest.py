@@ -7,7 +7,7 @@ node can route, run and encode any package without code changes.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +29,7 @@ class CodedConcept(BaseModel):
     meaning: str
 
 
-class ModelTask(str, Enum):
+class ModelTask(StrEnum):
     SEGMENTATION = "segmentation"
     CLASSIFICATION = "classification"
 

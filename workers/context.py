@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 from celery import Celery
-from models.registry import ModelRegistry, discover_packages
 
+from models.registry import ModelRegistry, discover_packages
 from node.db.session import SessionFactory, make_engine, make_session_factory
 from node.jobs.celery_app import make_celery
 from node.jobs.ledger import JobLedger

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from models.registry import ModelPackage
 from pydicom import Dataset
 
 from models.manifest import ModelManifest
+from models.registry import ModelPackage
 from node.uids import result_uids
 from workers.encode.seg import encode_segmentation
 from workers.encode.sr import encode_report

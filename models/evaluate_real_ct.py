@@ -1,0 +1,162 @@
+"""Run the shipped demonstration models on the real CT images pydicom ships.
+
+    python -m models.evaluate_real_ct [--write-cards]
+
+The models were trained on synthetic phantoms only; this shows what they say about
+real scanner images. Candidates are the CT Image Storage files with pixel data of at
+least 64x64 found on disk in pydicom's own test files and in the pydicom-data package.
+Only files already on disk are read: nothing is downloaded (pydicom's
+``get_testdata_files`` may try to, so it is not used). Each image is analysed as a
+one-slice series through ``workers.infer.run_model``. The table is printed and, with
+``--write-cards``, written into both model cards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import torch
+from pydicom.data.data_manager import DATA_ROOT, external_data_sources
+from pydicom.pixels import apply_rescale
+
+from models.phantom import LESION, LUNG
+from models.registry import ModelPackage, discover_packages
+from models.training import replace_card_section
+from workers.infer import NetworkCache, run_model
+from workers.volume import Volume
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MIN_MATRIX = 64
+SEGMENTATION = "ct-lung-nodule-seg"
+CLASSIFIER = "ct-nodule-classifier"
+
+
+@dataclass
+class RealCtResult:
+    file: str
+    source: str
+    matrix: str
+    pixel_mm: float
+    body_part: str
+    lung_fraction: float  # of the image's pixels
+    lung_area_cm2: float
+    nodule_area_cm2: float
+    nodule_probability: float
+
+
+def local_ct_files() -> list[tuple[str, Path]]:
+    """(source, path) of single-frame CT images on disk, without any download."""
+    candidates: list[tuple[str, Path]] = [
+        ("pydicom", Path(p)) for p in (Path(DATA_ROOT) / "test_files").rglob("*") if p.is_file()
+    ]
+    for library, store in external_data_sources().items():
+        candidates += [(library, Path(p)) for p in store.get_paths("**/*")]
+    found = []
+    for source, path in sorted(candidates, key=lambda item: item[1].name):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                header = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # not DICOM, or too broken to read: not a candidate
+            continue
+        if (
+            header.get("Modality") == "CT"
+            and header.get("SOPClassUID") == CT_IMAGE_STORAGE
+            and int(header.get("Rows") or 0) >= MIN_MATRIX
+            and int(header.get("Columns") or 0) >= MIN_MATRIX
+            and int(header.get("NumberOfFrames") or 1) == 1
+            and os.path.getsize(path) > 0
+        ):
+            found.append((source, path))
+    return found
+
+
+def single_slice_volume(dataset: pydicom.Dataset) -> Volume:
+    """One CT image as a one-slice Volume in HU."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hu = apply_rescale(dataset.pixel_array, dataset).astype(np.float32)
+    orientation = np.array(dataset.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float)
+    row, column = orientation[:3], orientation[3:]
+    spacing = [float(v) for v in dataset.get("PixelSpacing", [1.0, 1.0])]
+    return Volume(
+        voxels=hu[None],
+        spacing=(float(dataset.get("SliceThickness") or 1.0), spacing[0], spacing[1]),
+        origin=np.array(dataset.get("ImagePositionPatient", [0, 0, 0]), float),
+        row_direction=row,
+        column_direction=column,
+        slice_direction=np.cross(row, column),
+        datasets=[dataset],
+    )
+
+
+def evaluate(seg: ModelPackage, cls: ModelPackage) -> list[RealCtResult]:
+    device = torch.device("cpu")
+    cache = NetworkCache()
+    results = []
+    for source, path in local_ct_files():
+        dataset = pydicom.dcmread(path)
+        try:
+            volume = single_slice_volume(dataset)
+        except Exception as exc:  # a codec missing or broken pixel data: say so, go on
+            print(f"skip {path.name}: cannot decode pixels ({exc})")
+            continue
+        labels = run_model(seg, volume, device, cache).labels
+        probability = run_model(cls, volume, device, cache).probabilities["nodule"]
+        assert labels is not None
+        pixel_cm2 = volume.spacing[1] * volume.spacing[2] / 100.0
+        results.append(
+            RealCtResult(
+                file=path.name,
+                source=source,
+                matrix=f"{volume.shape[1]}x{volume.shape[2]}",
+                pixel_mm=round(volume.spacing[1], 3),
+                body_part=str(dataset.get("BodyPartExamined") or "-"),
+                lung_fraction=round(float((labels == LUNG).mean()), 4),
+                lung_area_cm2=round(float((labels == LUNG).sum()) * pixel_cm2, 1),
+                nodule_area_cm2=round(float((labels == LESION).sum()) * pixel_cm2, 2),
+                nodule_probability=round(probability, 4),
+            )
+        )
+    return results
+
+
+def markdown_table(results: list[RealCtResult]) -> str:
+    lines = [
+        "| File (source) | Matrix, pixel | Body part tag | Lung fraction | Lung area | "
+        "Nodule area | Nodule probability |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| `{r.file}` ({r.source}) | {r.matrix}, {r.pixel_mm} mm | {r.body_part} | "
+            f"{r.lung_fraction:.3f} | {r.lung_area_cm2} cm² | {r.nodule_area_cm2} cm² | "
+            f"{r.nodule_probability:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write-cards", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    registry = discover_packages()
+    seg, cls = registry.get(SEGMENTATION), registry.get(CLASSIFIER)
+    results = evaluate(seg, cls)
+    table = markdown_table(results)
+    print(table)
+    if args.write_cards:
+        for package in (seg, cls):
+            if package.card_path is not None:
+                replace_card_section(package.card_path, "real-ct", table)
+
+
+if __name__ == "__main__":
+    main()
