@@ -17,7 +17,8 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    for noisy in ("pynetdicom", "highdicom"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
@@ -71,6 +72,37 @@ def _models_list(settings: Settings, _args: argparse.Namespace) -> int:
     return 0 if not registry.refused else 1
 
 
+def _analyze(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from models.registry import discover_packages
+    from workers.infer import select_device
+    from workers.local import analyze_directory
+
+    registry = discover_packages(settings.models_dir)
+    try:
+        package = registry.get(args.model)
+    except KeyError:
+        known = ", ".join(registry.names) or "none"
+        print(f"ainode analyze: no model {args.model!r} (installed: {known})", file=sys.stderr)
+        return 2
+    if not args.dicom_dir.is_dir():
+        print(f"ainode analyze: {args.dicom_dir} is not a folder", file=sys.stderr)
+        return 2
+    outcomes = analyze_directory(args.dicom_dir, package, args.out, select_device(settings.device))
+    if not outcomes:
+        print(f"ainode analyze: no DICOM series under {args.dicom_dir}", file=sys.stderr)
+        return 1
+    for outcome in outcomes:
+        if outcome.error:
+            print(f"{outcome.series_instance_uid}: not analysed: {outcome.error}")
+        else:
+            print(f"{outcome.series_instance_uid}: {json.dumps(outcome.findings)}")
+            for path in outcome.files:
+                print(f"  wrote {path}")
+    return 0 if all(not o.error for o in outcomes) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ainode", description=__doc__)
     parser.add_argument("--config", type=Path, help="YAML or JSON settings file (AINODE_CONFIG)")
@@ -86,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser("list", help="list installed and refused packages").set_defaults(
         run=_models_list
     )
+    analyze = commands.add_parser(
+        "analyze", help="run a model on local DICOM files, write SEG and SR to a folder"
+    )
+    analyze.add_argument("dicom_dir", type=Path)
+    analyze.add_argument("--model", required=True, help="model name (see `ainode models list`)")
+    analyze.add_argument("--out", type=Path, required=True, help="folder for the SEG and SR")
+    analyze.set_defaults(run=_analyze)
     return parser
 
 
