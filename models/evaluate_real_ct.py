@@ -6,8 +6,9 @@ The models were trained on synthetic phantoms only; this shows what they say abo
 real scanner images. Candidates are the CT Image Storage files with pixel data of at
 least 64x64 found on disk in pydicom's own test files and in the pydicom-data package.
 Only files already on disk are read: nothing is downloaded (pydicom's
-``get_testdata_files`` may try to, so it is not used). Each image is analysed as a
-one-slice series through ``workers.infer.run_model``. The table is printed and, with
+``get_testdata_files`` may try to, so it is not used). Each image is loaded as a
+one-slice series by the node's own loader (``workers.load.load_series``) and run
+through ``workers.infer.run_model``, as the node would. The table is printed and, with
 ``--write-cards``, written into both model cards.
 """
 
@@ -19,17 +20,16 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import torch
 from pydicom.data.data_manager import DATA_ROOT, external_data_sources
-from pydicom.pixels import apply_rescale
 
 from models.phantom import LESION, LUNG
 from models.registry import ModelPackage, discover_packages
 from models.training import replace_card_section
+from workers.errors import SeriesNotAnalysable
 from workers.infer import NetworkCache, run_model
-from workers.volume import Volume
+from workers.load import load_series
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MIN_MATRIX = 64
@@ -77,36 +77,17 @@ def local_ct_files() -> list[tuple[str, Path]]:
     return found
 
 
-def single_slice_volume(dataset: pydicom.Dataset) -> Volume:
-    """One CT image as a one-slice Volume in HU."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hu = apply_rescale(dataset.pixel_array, dataset).astype(np.float32)
-    orientation = np.array(dataset.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float)
-    row, column = orientation[:3], orientation[3:]
-    spacing = [float(v) for v in dataset.get("PixelSpacing", [1.0, 1.0])]
-    return Volume(
-        voxels=hu[None],
-        spacing=(float(dataset.get("SliceThickness") or 1.0), spacing[0], spacing[1]),
-        origin=np.array(dataset.get("ImagePositionPatient", [0, 0, 0]), float),
-        row_direction=row,
-        column_direction=column,
-        slice_direction=np.cross(row, column),
-        datasets=[dataset],
-    )
-
-
 def evaluate(seg: ModelPackage, cls: ModelPackage) -> list[RealCtResult]:
     device = torch.device("cpu")
     cache = NetworkCache()
     results = []
     for source, path in local_ct_files():
-        dataset = pydicom.dcmread(path)
         try:
-            volume = single_slice_volume(dataset)
-        except Exception as exc:  # a codec missing or broken pixel data: say so, go on
-            print(f"skip {path.name}: cannot decode pixels ({exc})")
+            volume = load_series([path])
+        except SeriesNotAnalysable as exc:  # e.g. a codec missing: say so, go on
+            print(f"skip {path.name}: {exc}")
             continue
+        dataset = volume.datasets[0]
         labels = run_model(seg, volume, device, cache).labels
         probability = run_model(cls, volume, device, cache).probabilities["nodule"]
         assert labels is not None

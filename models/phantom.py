@@ -61,14 +61,20 @@ def make_phantom(
     shape: tuple[int, int, int] = (40, 256, 256),
     spacing: tuple[float, float, float] = (2.5, 1.4, 1.4),
     lesions: int = 0,
+    abdomen_chance: float = 0.0,
 ) -> Phantom:
-    """Draw one random chest phantom with up to ``lesions`` nodules in its lungs."""
+    """Draw one random chest phantom with up to ``lesions`` nodules in its lungs.
+
+    With probability ``abdomen_chance`` the whole volume lies below the lung bases
+    instead (an upper-abdomen scan, bowel gas and no lung): training data uses this so
+    that a network learns air inside the body is not necessarily lung.
+    """
     slices, rows, cols = shape
     dz, dy, dx = spacing
     z = ((np.arange(slices) - (slices - 1) / 2) * dz).astype(np.float32)
     y = ((np.arange(rows) - (rows - 1) / 2) * dy).astype(np.float32)[:, None]
     x = ((np.arange(cols) - (cols - 1) / 2) * dx).astype(np.float32)[None, :]
-    anatomy = _sample_anatomy(rng, z)
+    anatomy = _sample_anatomy(rng, z, abdomen_chance)
 
     hu = np.full(shape, AIR_HU, dtype=np.float32)
     labels = np.zeros(shape, dtype=np.uint8)
@@ -103,7 +109,7 @@ class _Anatomy:
     flip_z: bool
 
 
-def _sample_anatomy(rng: np.random.Generator, z: np.ndarray) -> _Anatomy:
+def _sample_anatomy(rng: np.random.Generator, z: np.ndarray, abdomen_chance: float) -> _Anatomy:
     half_width = rng.uniform(120.0, 185.0)
     extent = float(z.max() - z.min()) if z.size > 1 else 0.0
     lung_down = rng.uniform(50.0, 90.0)
@@ -111,7 +117,7 @@ def _sample_anatomy(rng: np.random.Generator, z: np.ndarray) -> _Anatomy:
     # The lungs' widest level sits anywhere within the scanned range (and a little
     # beyond), so some volumes catch the apex, the bases or no lung at all.
     lung_z_centre = rng.uniform(-0.6, 0.6) * extent + rng.uniform(-20.0, 20.0)
-    if rng.random() < 0.15:
+    if rng.random() < abdomen_chance:
         # An upper-abdomen volume: every slice lies below the lung bases.
         below = lung_down + rng.uniform(5.0, 60.0)
         lung_z_centre = z.min() - below if flip_z else z.max() + below

@@ -183,7 +183,8 @@ def _metrics_markdown(m: dict) -> str:
     return f"""
 Held-out set: {m["heldout_series"]} phantom series from seed {m["heldout_seed"]} (never
 seen in training), 20-40 slices each, random scanner geometry; every other series had
-1-3 nodules requested ({m["series_with_nodule"]} ended up with a nodule). Scored through
+1-3 nodules requested ({m["series_with_nodule"]} ended up with one: a nodule needs lung,
+and some volumes are upper abdomen). Scored through
 the node's own inference path (`workers.infer.run_model`): series probability = maximum
 over slices, called positive at probability >= {m["threshold"]}.
 

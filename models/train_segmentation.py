@@ -143,7 +143,8 @@ def _metrics_markdown(m: dict) -> str:
     return f"""
 Held-out set: {m["heldout_phantoms"]} phantoms from seed {m["heldout_seed"]} (never seen in
 training), 20-40 slices each, random scanner geometry, 1-3 nodules requested each
-({m["phantoms_with_nodule"]} ended up with a nodule). Run through the node's own
+({m["phantoms_with_nodule"]} ended up with one: a nodule needs lung, and some volumes
+are upper abdomen). Run through the node's own
 inference path (`workers.infer.run_model`), compared with the ground truth in the
 source geometry.
 

@@ -31,6 +31,7 @@ CLASSES = 3  # background, lung, lesion: the channel order of every target
 # A slice counts as showing a nodule from this cross-section on (a disc ~5 mm across);
 # thinner caps of a nodule are too ambiguous to call either way and are not trained on.
 MIN_LESION_AREA_MM2 = 20.0
+ABDOMEN_CHANCE = 0.15
 
 
 def seed_everything(seed: int) -> None:
@@ -65,9 +66,13 @@ class SliceSet:
 
 
 def random_phantom(rng: np.random.Generator, slices: int, lesions: int) -> Phantom:
-    """A phantom of random scanner geometry (see ``random_geometry``)."""
+    """A phantom of random scanner geometry (see ``random_geometry``).
+
+    Some are upper-abdomen volumes without lung (``ABDOMEN_CHANCE``), for training
+    and for the held-out sets alike.
+    """
     shape, spacing = random_geometry(rng, slices)
-    return make_phantom(rng, shape, spacing, lesions)
+    return make_phantom(rng, shape, spacing, lesions, abdomen_chance=ABDOMEN_CHANCE)
 
 
 def phantom_volume(phantom: Phantom) -> Volume:

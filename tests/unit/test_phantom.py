@@ -76,3 +76,12 @@ def test_a_full_size_phantom_is_fast():
     start = time.perf_counter()
     make_phantom(rng, (40, 512, 512), (2.5, 0.7, 0.7), lesions=3)
     assert time.perf_counter() - start < 2.0
+
+
+def test_an_abdomen_volume_has_air_in_the_body_but_no_lung():
+    rng = np.random.default_rng(8)
+    phantom = make_phantom(rng, (12, 128, 128), (5.0, 2.8, 2.8), lesions=1, abdomen_chance=1.0)
+    assert not (phantom.labels == LUNG).any()
+    assert not phantom.has_lesion
+    centre = phantom.hu[:, 32:96, 32:96]
+    assert (centre < -900).any()  # bowel gas inside the body
