@@ -1,14 +1,18 @@
 """Inference: run one model package on one volume and map its output to the source grid.
 
-``run_model`` is the pipeline's infer step: preprocess as the manifest says, run the
-network slice-batch by slice-batch, and return a ``ModelOutput`` in the geometry of
-the volume it was given. Networks stay loaded between jobs in a ``NetworkCache``
-owned by the worker process; nothing here touches CUDA until a model is run on it.
+``run_model`` is the pipeline's entry point, in three stages a caller can time:
+``preprocess`` (the manifest's steps, ``workers.preprocessing``), ``predict`` (network
+forward passes only, slice-batch by slice-batch, output on the prepared grid) and
+``postprocess`` (outputs mapped back through ``Prepared.to_source``, labels and
+probabilities in the geometry of the volume given). Networks stay loaded between jobs
+in a ``NetworkCache`` owned by the worker process; nothing here touches CUDA until a
+model is run on it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
@@ -20,7 +24,7 @@ from models.loader import load_network
 from models.manifest import ModelTask
 from models.registry import ModelPackage
 from workers.errors import ModelUnavailable
-from workers.preprocess import preprocess
+from workers.preprocess import Prepared, preprocess
 from workers.volume import ModelOutput, Volume
 
 BATCH_SLICES = 16
@@ -77,60 +81,92 @@ class NetworkCache:
         return len(self._networks)
 
 
+StepRecorder = Callable[[str], AbstractContextManager[object]]
+
+
+def _no_recording(_name: str) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
 def run_model(
-    package: ModelPackage, volume: Volume, device: torch.device, cache: NetworkCache
+    package: ModelPackage,
+    volume: Volume,
+    device: torch.device,
+    cache: NetworkCache,
+    step: StepRecorder = _no_recording,
 ) -> ModelOutput:
     """Run a package on a volume; the output is in the volume's own geometry.
 
-    Segmentation: per-slice logits are resized to the source in-plane shape, then the
-    arg-max channel c becomes the label value of the manifest's c-th segment (channel 0
-    is background). Classification: a sigmoid per class and slice; a series' probability
-    for a class is its maximum over the slices.
+    ``step`` (a name -> context manager callable, as ``workers.pipeline`` passes)
+    records the stages "preprocess", "infer" and "postprocess".
+    """
+    with step("preprocess"):
+        prepared = preprocess(volume, package.manifest.preprocessing)
+    with step("infer"):
+        outputs = predict(cache.get(package, device), prepared, device, package)
+    with step("postprocess"):
+        return postprocess(outputs, prepared, package)
+
+
+def predict(
+    network: nn.Module, prepared: Prepared, device: torch.device, package: ModelPackage
+) -> np.ndarray:
+    """The network's outputs on the prepared grid, float32 on the CPU.
+
+    Segmentation: logits (channels, slices, rows, columns), channel 0 background.
+    Classification: per-slice sigmoid probabilities (slices, classes).
+    """
+    if package.manifest.task is ModelTask.SEGMENTATION:
+        return _segment_logits(network, prepared.array, device, package)
+    return _classify(network, prepared.array, device, package)
+
+
+def postprocess(outputs: np.ndarray, prepared: Prepared, package: ModelPackage) -> ModelOutput:
+    """Outputs of ``predict`` as a ``ModelOutput`` on the source grid.
+
+    Segmentation: each segment's logit margin over background is mapped back linearly
+    (interpolation is linear, so this is the margin of the mapped logits); the best
+    positive margin's segment wins, which is an arg-max, but max() is several times
+    faster than argmax() on CPU. Its channel c becomes the label value of the
+    manifest's c-th segment. Classification: a series' probability for a class is its
+    maximum over the slices.
     """
     manifest = package.manifest
-    network = cache.get(package, device)
-    prepared = preprocess(volume, manifest.preprocessing)
-    if manifest.task is ModelTask.SEGMENTATION:
-        labels = _segment(network, prepared.array, prepared.source_shape, device, package)
-        return ModelOutput(labels=labels)
-    scores = _classify(network, prepared.array, device, package)
-    classes = manifest.outputs.classes
-    return ModelOutput(
-        probabilities={c.name: float(scores[:, i].max()) for i, c in enumerate(classes)}
-    )
+    if manifest.task is not ModelTask.SEGMENTATION:
+        return ModelOutput(
+            probabilities={
+                c.name: float(outputs[:, i].max()) for i, c in enumerate(manifest.outputs.classes)
+            }
+        )
+    lookup = torch.tensor([0] + [s.label for s in manifest.outputs.segments], dtype=torch.uint8)
+    labels = np.empty(prepared.source_shape, dtype=np.uint8)
+    # Slice by slice when the grid changes allow it: bounded memory on 512 matrices.
+    chunk = BATCH_SLICES if prepared.slicewise else outputs.shape[1]
+    with torch.inference_mode():
+        for start in range(0, outputs.shape[1], chunk):
+            logits = outputs[:, start : start + chunk]
+            margins = prepared.to_source(logits[1:] - logits[:1], "linear")
+            best = torch.from_numpy(margins).max(dim=0)
+            channel = torch.where(best.values > 0, best.indices + 1, 0)
+            labels[start : start + margins.shape[1]] = lookup[channel].numpy()
+    return ModelOutput(labels=labels)
 
 
-def _segment(
-    network: nn.Module,
-    array: np.ndarray,
-    source_shape: tuple[int, int],
-    device: torch.device,
-    package: ModelPackage,
+def _segment_logits(
+    network: nn.Module, array: np.ndarray, device: torch.device, package: ModelPackage
 ) -> np.ndarray:
-    segments = package.manifest.outputs.segments
-    lookup = torch.tensor([0] + [s.label for s in segments], dtype=torch.uint8, device=device)
-    labels = np.empty((array.shape[0], *source_shape), dtype=np.uint8)
+    channels = 1 + len(package.manifest.outputs.segments)
+    logits = np.empty((channels, *array.shape), dtype=np.float32)
     with torch.inference_mode():
         for start, batch in _batches(array, device):
-            logits = _forward(network, batch, device)
-            if logits.shape[1] != len(lookup):
+            out = _forward(network, batch, device)
+            if out.ndim != 4 or out.shape[1] != channels:
                 raise ModelUnavailable(
-                    f"model {package.name}: network gives {logits.shape[1]} channels, manifest "
-                    f"declares background + {len(segments)} segment(s)"
+                    f"model {package.name}: network gives {out.shape[1]} channels, manifest "
+                    f"declares background + {channels - 1} segment(s)"
                 )
-            # Each segment's margin over background, resized (resizing is linear, so this
-            # is the margin of the resized logits); the best positive margin wins. Same
-            # result as an arg-max, but max() is several times faster than argmax() on CPU.
-            margins = F.interpolate(
-                logits[:, 1:] - logits[:, :1],
-                size=source_shape,
-                mode="bilinear",
-                align_corners=False,
-            )
-            best = margins.max(dim=1)
-            channel = torch.where(best.values > 0, best.indices + 1, 0)
-            labels[start : start + len(batch)] = lookup[channel].cpu().numpy()
-    return labels
+            logits[:, start : start + len(batch)] = out.transpose(0, 1).cpu().numpy()
+    return logits
 
 
 def _classify(
@@ -151,7 +187,7 @@ def _classify(
     return np.concatenate(scores)
 
 
-def _batches(array: np.ndarray, device: torch.device):
+def _batches(array: np.ndarray, device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
     """(first slice index, (B, 1, H, W) float32 tensor on device) per batch of slices."""
     for start in range(0, array.shape[0], BATCH_SLICES):
         batch = torch.from_numpy(array[start : start + BATCH_SLICES]).unsqueeze(1)

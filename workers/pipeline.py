@@ -1,4 +1,4 @@
-"""The analysis pipeline: load -> preprocess + infer -> encode, as plain functions.
+"""The analysis pipeline: load -> preprocess -> infer -> postprocess -> encode.
 
 Nothing here knows about Celery or the database; the task module records each step
 through the ``step`` callable it passes in. ``analyse`` can therefore run in a worker,
@@ -76,8 +76,7 @@ def analyse(
     manifest = package.manifest
     with step("load"):
         volume = load_series(paths)
-    with step("infer"):
-        output = run_model(package, volume, device, cache)
+    output = run_model(package, volume, device, cache, step=step)  # preprocess, infer, postprocess
     with step("encode"):
         uids = result_uids(
             (str(ds.SOPInstanceUID) for ds in volume.datasets), manifest.name, manifest.version

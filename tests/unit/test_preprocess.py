@@ -30,7 +30,10 @@ def volume_of(voxels: np.ndarray) -> Volume:
 
 
 def test_registry_has_the_documented_steps():
-    assert {"window", "scale", "zscore", "resize_inplane"} <= set(STEPS)
+    assert {
+        "window", "scale", "zscore", "percentile_scale", "clip_outliers", "mask_padding",
+        "n4_bias_field", "resample", "canonical_orientation", "crop_or_pad", "resize_inplane",
+    } <= set(STEPS)
 
 
 def test_window_clips_and_scale_maps_to_unit_range():
@@ -62,7 +65,7 @@ def test_resize_inplane_changes_only_rows_and_columns():
     voxels = np.full((3, 512, 384), 0.25, dtype=np.float32)
     prepared = preprocess(volume_of(voxels), [step("resize_inplane", size=[128, 96])])
     assert prepared.array.shape == (3, 128, 96)
-    assert prepared.source_shape == (512, 384)
+    assert prepared.source_shape == (3, 512, 384)
     np.testing.assert_allclose(prepared.array, 0.25, rtol=1e-5)
 
 
@@ -84,6 +87,14 @@ def test_resize_keeps_a_structure_where_it_was():
         (step("resize_inplane", size=[128]), ["resize_inplane", "size"]),
         (step("zscore", mean=3.0), ["zscore", "both"]),
         (step("zscore", mean=0.0, std=0.0), ["zscore", "std"]),
+        (step("percentile_scale", p_low=99, p_high=1), ["percentile_scale", "below"]),
+        (step("clip_outliers", p_high=101), ["clip_outliers", "p_high"]),
+        (step("mask_padding", below=-2000), ["mask_padding", "fill"]),
+        (step("resample", spacing=[1.0, 1.0]), ["resample", "spacing"]),
+        (step("resample", spacing=[1, 1, 1], order=2), ["resample", "order"]),
+        (step("canonical_orientation", code="LPL"), ["canonical_orientation", "code"]),
+        (step("crop_or_pad", size=[0, 64, 64]), ["crop_or_pad", "size"]),
+        (step("n4_bias_field", shrink=0), ["n4_bias_field", "shrink"]),
     ],
 )
 def test_bad_steps_raise_analysis_errors_naming_the_step(bad, words):
@@ -112,3 +123,57 @@ def test_a_300_slice_512_volume_preprocesses_in_seconds():
     elapsed = time.perf_counter() - start
     assert prepared.array.shape == (300, 128, 128)
     assert elapsed < 5.0
+
+
+def test_zscore_over_body_voxels_only():
+    voxels = np.full((2, 8, 8), -1000.0, dtype=np.float32)
+    voxels[:, 2:6, 2:6] = np.arange(32, dtype=np.float32).reshape(2, 4, 4)
+    out = preprocess_array(voxels, [step("zscore", mask_above=-500)])
+    body = out[:, 2:6, 2:6]
+    assert abs(float(body.mean())) < 1e-5 and abs(float(body.std()) - 1.0) < 1e-4
+
+
+def test_percentile_scale_and_clip_outliers():
+    voxels = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    scaled = preprocess_array(voxels, [step("percentile_scale", p_low=10, p_high=90)])
+    assert scaled.min() == 0.0 and scaled.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(scaled.reshape(-1)[500], (500 - 99.9) / (899.1 - 99.9), rtol=1e-5)
+    clipped = preprocess_array(voxels, [step("clip_outliers", p_low=1, p_high=99)])
+    assert clipped.min() == pytest.approx(9.99) and clipped.max() == pytest.approx(989.01)
+    assert clipped.reshape(-1)[500] == 500.0
+
+
+def test_mask_padding_by_threshold_and_by_pixel_padding_value():
+    from pydicom import Dataset
+
+    voxels = np.array([[[-3024.0, -2000.0, -1000.0, 40.0]]], dtype=np.float32)
+    volume = volume_of(voxels)
+    header = Dataset()
+    header.PixelPaddingValue = 24  # stored; HU = 24 - 1024 = -1000
+    header.RescaleSlope, header.RescaleIntercept, header.Modality = 1, -1024, "CT"
+    volume.datasets = [header]
+    both = preprocess(volume, [step("mask_padding", below=-1500, fill=-1024)]).array
+    np.testing.assert_array_equal(both[0, 0], [-1024, -1024, -1024, 40])
+    only_threshold = preprocess(
+        volume, [step("mask_padding", below=-2500, fill=0, pixel_padding_value=False)]
+    ).array
+    np.testing.assert_array_equal(only_threshold[0, 0], [0, -2000, -1000, 40])
+
+
+def test_mask_padding_must_precede_geometric_steps():
+    with pytest.raises(AnalysisError, match="before geometric"):
+        build_steps([step("resample", spacing=[1, 1, 1]), step("mask_padding", fill=0)])
+
+
+def test_n4_removes_a_smooth_multiplicative_field():
+    z, y, x = np.meshgrid(np.arange(16), np.arange(64), np.arange(64), indexing="ij")
+    tissue = np.where((x - 32) ** 2 + (y - 32) ** 2 < 26**2, 100.0, 0.0).astype(np.float32)
+    tissue[:, 20:30, 20:30] = 150.0
+    field = np.exp(0.4 * (x - 32) / 32).astype(np.float32)
+    inside = tissue == 100.0
+    before = float((tissue * field)[inside].std() / (tissue * field)[inside].mean())
+    out = preprocess(
+        volume_of(tissue * field), [step("n4_bias_field", shrink=2, iterations=[30, 30])]
+    ).array
+    after = float(out[inside].std() / out[inside].mean())
+    assert after < 0.5 * before

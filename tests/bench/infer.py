@@ -1,0 +1,113 @@
+"""Benchmark: seconds and memory of each analysis stage for every shipped model.
+
+A 300-slice 512x512 CT phantom is written as DICOM, then per model: decode
+(``load_series``), preprocess, infer, postprocess (``workers.infer``'s stages) and
+encode (SEG and SR). Peak memory: Python allocations (tracemalloc, which sees numpy
+buffers) per stage, and the process's maximum resident set. Runs on the CPU, and on
+CUDA when present. Prints a table; asserts nothing.
+
+    python tests/bench/infer.py [--slices 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+import tracemalloc
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from models.phantom import make_phantom  # noqa: E402
+from models.registry import discover_packages  # noqa: E402
+from node.uids import result_uids  # noqa: E402
+from tests.factories import make_ct_series, write_series  # noqa: E402
+from workers.encode.seg import encode_segmentation  # noqa: E402
+from workers.encode.sr import encode_report  # noqa: E402
+from workers.infer import NetworkCache, run_model  # noqa: E402
+from workers.load import load_series  # noqa: E402
+
+STAGES = ("decode", "preprocess", "infer", "postprocess", "encode")
+
+
+class Timings:
+    """A step recorder (``workers.pipeline.StepRecorder``) that keeps seconds and peaks."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.peak_mb: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        tracemalloc.reset_peak()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.seconds[name] = time.perf_counter() - start
+            self.peak_mb[name] = tracemalloc.get_traced_memory()[1] / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=300)
+    args = parser.parse_args()
+    registry = discover_packages()
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    phantom = make_phantom(np.random.default_rng(7), (args.slices, 512, 512), (1.0, 0.7, 0.7), 2)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        paths = write_series(make_ct_series(phantom.hu, phantom.spacing), Path(folder))
+        del phantom
+        tracemalloc.start()
+        for device in devices:
+            cache = NetworkCache()
+            for name in registry.names:
+                package = registry.get(name)
+                cache.get(package, device)  # warm: loading is not inference
+                timings = Timings()
+                with timings("decode"):
+                    volume = load_series(paths)
+                output = run_model(package, volume, device, cache, step=timings)
+                with timings("encode"):
+                    manifest = package.manifest
+                    uids = result_uids(
+                        (str(ds.SOPInstanceUID) for ds in volume.datasets),
+                        manifest.name,
+                        manifest.version,
+                    )
+                    seg = None
+                    if output.labels is not None:
+                        seg = encode_segmentation(
+                            volume, output.labels, manifest, uids["seg_series"],
+                            uids["seg_instance"],
+                        )
+                    encode_report(
+                        volume, manifest, output, seg, uids["sr_series"], uids["sr_instance"]
+                    )
+                rows.append((device.type, name, timings))
+                del volume, output, seg
+        tracemalloc.stop()
+    maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    header = f"{'device':6} {'model':22} " + " ".join(f"{s:>17}" for s in STAGES)
+    print(f"{args.slices} x 512 x 512 CT phantom; seconds (peak traced MiB) per stage")
+    print(header)
+    for device, name, timings in rows:
+        cells = " ".join(
+            f"{timings.seconds[s]:8.2f} ({timings.peak_mb[s]:6.0f})" for s in STAGES
+        )
+        print(f"{device:6} {name:22} {cells}")
+    print(f"process max RSS: {maxrss_mb:.0f} MiB; torch threads: {torch.get_num_threads()}")
+
+
+if __name__ == "__main__":
+    main()

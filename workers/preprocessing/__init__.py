@@ -1,0 +1,193 @@
+"""Declarative preprocessing: turn a volume into a network's input, as a manifest says.
+
+A manifest lists steps by name with their parameters (``PreprocessStep``); this
+package owns the registry of step kinds, checks their parameters at package load,
+and applies them in order to whole volumes (float32, vectorised). One module per
+concern: ``geometry`` (resample, canonical_orientation, crop_or_pad, resize_inplane
+and their exact inverses), ``intensity`` (window, scale, zscore, percentile_scale,
+clip_outliers, mask_padding), ``bias`` (n4_bias_field), ``registration`` (a second
+series onto the first's grid). ``Prepared`` records every geometric change, so a
+network's output maps back onto the source grid. Training uses these same
+functions, so a model sees at run time what it learnt on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import ValidationError
+
+from models.manifest import PreprocessStep
+from workers.errors import AnalysisError, SeriesNotAnalysable
+from workers.preprocessing.base import GeometricOperation, IntensityOperation, Operation
+from workers.preprocessing.bias import N4BiasField
+from workers.preprocessing.geometry import (
+    CanonicalOrientation,
+    CropOrPad,
+    Grid,
+    GridChange,
+    Interpolation,
+    Resample,
+    ResizeInplane,
+)
+from workers.preprocessing.intensity import (
+    ClipOutliers,
+    MaskPadding,
+    PercentileScale,
+    Scale,
+    Window,
+    ZScore,
+)
+from workers.volume import Volume
+
+__all__ = [
+    "STEPS",
+    "GeometricOperation",
+    "IntensityOperation",
+    "Operation",
+    "Prepared",
+    "build_steps",
+    "preprocess",
+    "preprocess_array",
+]
+
+STEPS: dict[str, type[Operation]] = {
+    "window": Window,
+    "scale": Scale,
+    "zscore": ZScore,
+    "percentile_scale": PercentileScale,
+    "clip_outliers": ClipOutliers,
+    "mask_padding": MaskPadding,
+    "n4_bias_field": N4BiasField,
+    "resample": Resample,
+    "canonical_orientation": CanonicalOrientation,
+    "crop_or_pad": CropOrPad,
+    "resize_inplane": ResizeInplane,
+}
+
+
+@dataclass
+class Prepared:
+    """A network-ready array, the grid it lies on, and how it was made from the source.
+
+    ``array`` is float32 (slices, rows, columns) after every step; ``grid`` places it
+    in patient space; ``source`` is the grid of the volume it was made from;
+    ``changes`` are the geometric steps applied, in order.
+    """
+
+    array: np.ndarray
+    grid: Grid
+    source: Grid
+    changes: tuple[GridChange, ...] = ()
+
+    @property
+    def source_shape(self) -> tuple[int, int, int]:
+        return self.source.shape
+
+    @property
+    def slicewise(self) -> bool:
+        """Whether prepared slice ``k`` comes from source slice ``k`` alone, so outputs
+        can be mapped back a few slices at a time."""
+        return all(change.slicewise for change in self.changes)
+
+    def to_prepared(
+        self, values: np.ndarray, interpolation: Interpolation = "nearest", fill: float = 0.0
+    ) -> np.ndarray:
+        """``values`` (..., slices, rows, columns) on the source grid, taken to the
+        prepared grid by the same geometric steps (labels: nearest; images: linear)."""
+        for change in self.changes:
+            values = change.forward(values, interpolation, fill)
+        return values
+
+    def to_source(
+        self, values: np.ndarray, interpolation: Interpolation = "nearest", fill: float = 0.0
+    ) -> np.ndarray:
+        """A network output (..., slices, rows, columns) on the prepared grid, mapped back
+        onto the source grid: ``nearest`` for labels (dtype kept), ``linear`` for scores
+        and probabilities (float32). Voxels no prepared voxel covers (cropped) get
+        ``fill``."""
+        if values.shape[-3:] != self.array.shape and not (
+            self.slicewise and values.shape[-2:] == self.array.shape[-2:]
+        ):
+            raise ValueError(
+                f"values of shape {values.shape} are not on the prepared grid {self.array.shape}"
+            )
+        for change in reversed(self.changes):
+            values = change.inverse(values, interpolation, fill)
+        return values
+
+
+def build_steps(steps: Sequence[PreprocessStep]) -> list[Operation]:
+    """Check every step's name and parameters; the error names the step that is wrong."""
+    operations: list[Operation] = []
+    geometric_before: str | None = None
+    for position, step in enumerate(steps, start=1):
+        kind = STEPS.get(step.step)
+        if kind is None:
+            raise AnalysisError(
+                f"preprocessing step {position} {step.step!r} is unknown "
+                f"(known: {', '.join(sorted(STEPS))})"
+            )
+        try:
+            operation = kind.model_validate(step.parameters)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'parameters'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise AnalysisError(
+                f"preprocessing step {position} {step.step!r} has bad parameters: {problems}"
+            ) from exc
+        if isinstance(operation, MaskPadding) and geometric_before is not None:
+            raise AnalysisError(
+                f"preprocessing step {position} {step.step!r} must come before geometric "
+                f"steps (it follows {geometric_before!r}): padding is read per source slice"
+            )
+        if isinstance(operation, GeometricOperation) and geometric_before is None:
+            geometric_before = step.step
+        operations.append(operation)
+    return operations
+
+
+def _run(volume: Volume, operations: Sequence[Operation]) -> Prepared:
+    source = Grid.of(volume)
+    # A private float32 copy: steps work in place, the caller's volume stays untouched.
+    state = Grid.of(volume).place(
+        volume, np.array(volume.voxels, dtype=np.float32, copy=True, order="C")
+    )
+    changes: list[GridChange] = []
+    for operation in operations:
+        state, change = operation.apply(state)
+        if change is not None:
+            changes.append(change)
+    return Prepared(
+        array=state.voxels, grid=Grid.of(state), source=source, changes=tuple(changes)
+    )
+
+
+def preprocess_array(
+    voxels: np.ndarray,
+    steps: Sequence[PreprocessStep],
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> np.ndarray:
+    """Apply the steps to a (slices, rows, columns) array on an axis-aligned grid of
+    ``spacing``; the input is left untouched."""
+    volume = Volume(
+        voxels=voxels,
+        spacing=spacing,
+        origin=np.zeros(3),
+        row_direction=np.array([1.0, 0.0, 0.0]),
+        column_direction=np.array([0.0, 1.0, 0.0]),
+        slice_direction=np.array([0.0, 0.0, 1.0]),
+        datasets=[],
+    )
+    return _run(volume, build_steps(steps)).array
+
+
+def preprocess(volume: Volume, steps: Sequence[PreprocessStep]) -> Prepared:
+    """Make a network input from a volume, recording how to map outputs back."""
+    if volume.voxels.ndim != 3 or 0 in volume.voxels.shape:
+        raise SeriesNotAnalysable(f"volume of shape {volume.voxels.shape} has no slices to analyse")
+    return _run(volume, build_steps(steps))

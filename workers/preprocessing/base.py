@@ -1,0 +1,45 @@
+"""What a preprocessing step is: a validated set of parameters that transforms a volume.
+
+Intensity steps change voxel values only; geometric steps change the grid and return
+a ``GridChange`` record (``workers.preprocessing.geometry``) from which outputs are
+mapped back. Both act on a ``Volume`` whose ``voxels`` they may modify in place:
+``preprocess`` hands them a private float32 copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from workers.volume import Volume
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from workers.preprocessing.geometry import GridChange
+
+
+class Operation(BaseModel):
+    """A step kind: its fields are the step's parameters, ``apply`` does the work."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def apply(self, volume: Volume) -> tuple[Volume, GridChange | None]:
+        """The transformed volume, and the grid change when the step moved voxels."""
+        raise NotImplementedError
+
+
+class IntensityOperation(Operation):
+    """A step that changes values, never where they are."""
+
+    def adjust(self, array: np.ndarray, volume: Volume) -> np.ndarray:
+        """New float32 (slices, rows, columns) values, computed in place where possible."""
+        raise NotImplementedError
+
+    def apply(self, volume: Volume) -> tuple[Volume, None]:
+        return replace(volume, voxels=self.adjust(volume.voxels, volume)), None
+
+
+class GeometricOperation(Operation):
+    """A step that moves voxels onto another grid, recording how for the inverse."""
