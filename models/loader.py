@@ -1,23 +1,28 @@
-"""Loading a package's network: verify the weights' digest, build, load, place.
+"""Loading a package's network: verify the digest, build it by its format, place it.
 
-The sha256 in ``model.yaml`` pins the exact weights a manifest was written for, so a
-swapped or corrupted file is refused before it can produce a result.
+The sha256 in ``model.yaml`` pins the exact file a manifest was written for (weights,
+TorchScript, ONNX, or a MONAI bundle's ``models/model.ts``), so a swapped or
+corrupted file is refused before it can produce a result. How each format is built
+lives in ``models.formats``; this is the one entry point and the one digest check.
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from models.architectures import ARCHITECTURES
-from models.registry import ModelPackage
+from models.formats import network_format
+from models.manifest import ManifestError, ModelTask
+from models.registry import ModelPackage, network_input
 from workers.errors import ModelUnavailable
 
 _CHUNK = 1 << 20
+# In-plane size of the trial input when the preprocessing does not fix one.
+_TRIAL_SIZE = (64, 64)
 
 
 def sha256_of(path: Path) -> str:
@@ -29,38 +34,80 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_network(package: ModelPackage, device: torch.device) -> nn.Module:
-    """The package's network in eval mode on ``device``.
-
-    Raises ModelUnavailable when the weights are missing, do not match the manifest's
-    sha256, or do not fit the declared architecture.
-    """
-    spec = package.manifest.network
-    where = f"model {package.name} {package.manifest.version}"
-    path = package.weights_path
+def verify_sha256(path: Path, expected: str) -> None:
+    """Refuse a file whose digest is not ``expected``, naming both digests."""
     try:
         actual = sha256_of(path)
     except OSError as exc:
-        raise ModelUnavailable(f"{where}: cannot read weights {path}: {exc}") from exc
-    if actual != spec.sha256:
+        raise ModelUnavailable(f"cannot read network file {path}: {exc}") from exc
+    if actual != expected:
         raise ModelUnavailable(
-            f"{where}: weights {path.name} have sha256 {actual}, manifest expects {spec.sha256}"
+            f"network file {path.name} has sha256 {actual}, manifest expects {expected}"
         )
-    builder = ARCHITECTURES.get(spec.architecture)
-    if builder is None:
-        raise ModelUnavailable(f"{where}: unknown architecture {spec.architecture!r}")
+
+
+def load_network(package: ModelPackage, device: torch.device) -> nn.Module:
+    """The package's network in eval mode on ``device``, whatever its format.
+
+    Raises ModelUnavailable when the network file is missing, does not match the
+    manifest's sha256, or cannot be built by its format.
+    """
+    spec = package.manifest.network
+    where = f"model {package.name} {package.manifest.version}"
     try:
-        network = builder(**spec.parameters)
-    except (TypeError, ValueError) as exc:
-        raise ModelUnavailable(
-            f"{where}: architecture {spec.architecture!r} rejects parameters "
-            f"{spec.parameters}: {exc}"
-        ) from exc
+        kind = network_format(spec.format)
+        path = kind.network_file(package)
+    except ManifestError as exc:
+        raise ModelUnavailable(f"{where}: {exc}") from exc
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        network.load_state_dict(state)
-    except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
-        # load_state_dict reports missing/unexpected keys and shape mismatches as RuntimeError.
-        raise ModelUnavailable(f"{where}: weights do not fit {spec.architecture}: {exc}") from exc
+        verify_sha256(path, spec.sha256)
+        network = kind.build(package, path, device)
+    except ModelUnavailable as exc:
+        raise ModelUnavailable(f"{where}: {exc}") from exc
     network.eval()
     return network.to(device)
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """One forward pass of a zero input: the shapes in and out."""
+
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+
+
+def trial_run(package: ModelPackage, network: nn.Module, device: torch.device) -> TrialRun:
+    """Run one zero input of the shape inference feeds; check the output's shape.
+
+    Segmentation must give (1, background + segments, rows, columns), classification
+    (1, classes). Raises ModelUnavailable naming the shape that is wrong.
+    """
+    feed = network_input(package.manifest)
+    rows, cols = feed.size or _TRIAL_SIZE
+    shape = (1, feed.channels, rows, cols)
+    try:
+        with torch.inference_mode():
+            output = network(torch.zeros(shape, dtype=torch.float32, device=device))
+    except Exception as exc:  # a foreign network may raise anything; say what it was
+        raise ModelUnavailable(
+            f"model {package.name}: forward pass of a zero {tuple(shape)} input failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(output, torch.Tensor):
+        raise ModelUnavailable(
+            f"model {package.name}: network returns {type(output).__name__}, not a tensor"
+        )
+    channels = package.manifest.output_channels
+    if package.manifest.task is ModelTask.SEGMENTATION:
+        expected: tuple[int, ...] = (1, channels, rows, cols)
+        what = "background + segments"
+    else:
+        expected = (1, channels)
+        what = "classes"
+    if tuple(output.shape) != expected:
+        raise ModelUnavailable(
+            f"model {package.name}: output shape {tuple(output.shape)} for input "
+            f"{shape}, manifest needs {expected} (batch, {what}"
+            f"{', rows, columns' if len(expected) == 4 else ''})"
+        )
+    return TrialRun(input_shape=shape, output_shape=tuple(output.shape))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -83,12 +83,22 @@ class PreprocessStep(BaseModel):
 
 
 class NetworkSpec(BaseModel):
+    """Which network a package runs and the digest of the file that holds it.
+
+    ``format`` names an entry of ``models.formats.FORMATS``; each format says which of
+    the optional fields it needs (``architecture``/``parameters``/``weights`` for an
+    in-repo ``module``, ``weights`` for ``torchscript`` and ``onnx``, ``bundle`` for a
+    ``monai_bundle``) and which it refuses, so a new format is added there, not here.
+    ``sha256`` always pins the one file the network is loaded from.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["module"] = "module"
-    architecture: str
+    format: str = "module"
+    architecture: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
-    weights: str
+    weights: str | None = None
+    bundle: str | None = None
     sha256: str
 
     @field_validator("sha256")
@@ -97,6 +107,14 @@ class NetworkSpec(BaseModel):
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value.lower()):
             raise ValueError("sha256 must be 64 hexadecimal digits")
         return value.lower()
+
+    def given_fields(self) -> set[str]:
+        """The optional fields this manifest sets (``format`` and ``sha256`` aside)."""
+        return {
+            name
+            for name in ("architecture", "parameters", "weights", "bundle")
+            if getattr(self, name) not in (None, {})
+        }
 
 
 class SegmentSpec(BaseModel):
@@ -153,6 +171,13 @@ class ModelManifest(BaseModel):
         if len(labels) != len(set(labels)):
             raise ValueError("segment labels must be unique")
         return value
+
+    @property
+    def output_channels(self) -> int:
+        """Channels the network must give: background + one per segment, or one per class."""
+        if self.task is ModelTask.SEGMENTATION:
+            return 1 + len(self.outputs.segments)
+        return len(self.outputs.classes)
 
     def model_post_init(self, _context: Any) -> None:
         if self.task is ModelTask.SEGMENTATION and not self.outputs.segments:

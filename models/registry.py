@@ -1,9 +1,12 @@
 """Model package discovery: which packages the node can run, and why others are refused.
 
-A package is a directory holding ``model.yaml`` beside its weights (and card). The
-shipped packages live in ``models/packages``; an operator may add more in one extra
-directory. Discovery never raises on a broken package: it records the package and
-the reason in ``ModelRegistry.refused`` so the node can show it and carry on.
+A package is a directory holding ``model.yaml`` beside its network file (and card):
+weights for an in-repo architecture, a TorchScript or ONNX file, or a MONAI bundle
+folder (``models.formats``). The shipped packages live in ``models/packages``; an
+operator may add more in one extra directory. ``open_package`` checks one package
+without running it; discovery never raises on a broken package: it records the
+package and the reason in ``ModelRegistry.refused`` so the node can show it and
+carry on.
 """
 
 from __future__ import annotations
@@ -11,12 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.architectures import ARCHITECTURES
+from models.formats import NetworkInput, check_fields, network_format
 from models.manifest import ManifestError, ModelManifest
 from workers.errors import AnalysisError
-from workers.preprocess import build_steps
+from workers.preprocess import ResizeInplane, build_steps
 
 MANIFEST_NAME = "model.yaml"
+
+# What workers.infer feeds a network: one channel per slice (it unsqueezes dim 1), and
+# rows and columns padded up to a multiple of 16 (its _SIZE_MULTIPLE).
+PREPROCESSED_CHANNELS = 1
+PADDED_MULTIPLE = 16
 
 
 def shipped_packages_dir() -> Path:
@@ -37,7 +45,9 @@ class ModelPackage:
 
     @property
     def weights_path(self) -> Path:
-        return self.path / self.manifest.network.weights
+        """The file the network loads from and the sha256 covers: weights, TorchScript,
+        ONNX, or a bundle's ``models/model.ts``."""
+        return network_format(self.manifest.network.format).network_file(self)
 
     @property
     def card_path(self) -> Path | None:
@@ -77,10 +87,12 @@ def discover_packages(extra_dir: Path | None = None) -> ModelRegistry:
             continue
         for manifest_path in sorted(root.glob(f"*/{MANIFEST_NAME}")):
             package_dir = manifest_path.parent
-            package, reason = _open_package(package_dir)
-            if package is None:
-                registry.refused.append((package_dir, reason))
-            elif package.name in registry.names:
+            try:
+                package = open_package(package_dir)
+            except ManifestError as exc:
+                registry.refused.append((package_dir, str(exc)))
+                continue
+            if package.name in registry.names:
                 first = registry.get(package.name).path
                 registry.refused.append(
                     (package_dir, f"duplicate model name {package.name!r}, already from {first}")
@@ -90,31 +102,40 @@ def discover_packages(extra_dir: Path | None = None) -> ModelRegistry:
     return registry
 
 
-def _open_package(package_dir: Path) -> tuple[ModelPackage | None, str]:
-    """The package in ``package_dir``, or None and the reason it cannot be used.
-
-    Checks what can be checked without loading weights: the manifest's schema, the
-    architecture name, the preprocessing steps, and that the weights and card exist.
-    The weights' digest is checked when they are loaded (``models.loader``).
-    """
-    try:
-        manifest = ModelManifest.from_file(package_dir / MANIFEST_NAME)
-    except ManifestError as exc:
-        return None, str(exc)
-    package = ModelPackage(path=package_dir, manifest=manifest)
-    network = manifest.network
-    if network.architecture not in ARCHITECTURES:
-        return None, (
-            f"unknown architecture {network.architecture!r} "
-            f"(known: {', '.join(sorted(ARCHITECTURES))})"
+def network_input(manifest: ModelManifest) -> NetworkInput:
+    """What inference will feed this manifest's network (preprocessing already checked)."""
+    resize = [op for op in build_steps(manifest.preprocessing) if isinstance(op, ResizeInplane)]
+    size = None
+    if resize:
+        rows, cols = resize[-1].size
+        size = (
+            -(-rows // PADDED_MULTIPLE) * PADDED_MULTIPLE,
+            -(-cols // PADDED_MULTIPLE) * PADDED_MULTIPLE,
         )
+    return NetworkInput(channels=PREPROCESSED_CHANNELS, size=size, multiple=PADDED_MULTIPLE)
+
+
+def open_package(path: Path) -> ModelPackage:
+    """The package in folder ``path``, checked as far as it can be without running it.
+
+    Checks the manifest's schema, that its network fields fit its format, the
+    preprocessing steps, the format's own rules (files present; declared input and
+    output channels and size against what the preprocessing feeds and the outputs
+    need), and the card. The network file's digest is checked when it is loaded
+    (``models.loader``). Raises ManifestError naming the rule that failed.
+    """
+    package_dir = Path(path)
+    manifest = ModelManifest.from_file(package_dir / MANIFEST_NAME)
+    package = ModelPackage(path=package_dir, manifest=manifest)
+    spec = manifest.network
+    kind = network_format(spec.format)
+    check_fields(spec.format, spec.given_fields())
     try:
-        build_steps(manifest.preprocessing)
+        feed = network_input(manifest)
     except AnalysisError as exc:
-        return None, str(exc)
-    if not package.weights_path.is_file():
-        return None, f"weights file {network.weights!r} is missing"
+        raise ManifestError(str(exc)) from exc
+    kind.check(package, feed)
     card = package.card_path
     if card is not None and not card.is_file():
-        return None, f"model card {manifest.card!r} is missing"
-    return package, ""
+        raise ManifestError(f"model card {manifest.card!r} is missing")
+    return package

@@ -72,6 +72,32 @@ def _models_list(settings: Settings, _args: argparse.Namespace) -> int:
     return 0 if not registry.refused else 1
 
 
+def _models_validate(_settings: Settings, args: argparse.Namespace) -> int:
+    import torch
+
+    from models.loader import load_network, trial_run
+    from models.manifest import ManifestError
+    from models.registry import open_package
+    from workers.errors import ModelUnavailable
+
+    cpu = torch.device("cpu")
+    try:
+        package = open_package(args.path)
+        network = load_network(package, cpu)
+        trial = trial_run(package, network, cpu)
+    except (ManifestError, ModelUnavailable) as exc:
+        print(f"INVALID\t{args.path}\t{exc}")
+        return 1
+    m = package.manifest
+    shape_in = "x".join(map(str, trial.input_shape))
+    shape_out = "x".join(map(str, trial.output_shape))
+    print(
+        f"OK\t{m.name} {m.version}\t{m.network.format}\t{m.task.value}\t"
+        f"sha256 verified, input {shape_in} -> output {shape_out}"
+    )
+    return 0
+
+
 def _analyze(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
@@ -118,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser("list", help="list installed and refused packages").set_defaults(
         run=_models_list
     )
+    validate = models.add_parser(
+        "validate", help="check a package folder: manifest, sha256, one forward pass on the CPU"
+    )
+    validate.add_argument("path", type=Path, help="the package folder (holding model.yaml)")
+    validate.set_defaults(run=_models_validate)
     analyze = commands.add_parser(
         "analyze", help="run a model on local DICOM files, write SEG and SR to a folder"
     )

@@ -8,9 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from models.formats import FORMATS, NetworkInput, check_signature, network_format
 from models.loader import load_network, sha256_of
-from models.manifest import ModelManifest, ModelTask
-from models.registry import ModelPackage, discover_packages, shipped_packages_dir
+from models.manifest import ManifestError, ModelManifest, ModelTask, PreprocessStep
+from models.registry import (
+    ModelPackage,
+    discover_packages,
+    network_input,
+    open_package,
+    shipped_packages_dir,
+)
 from workers.errors import ModelUnavailable
 
 SEG = "ct-lung-nodule-seg"
@@ -149,3 +156,103 @@ def test_wrong_sha256_is_refused_at_load_naming_both_digests(tmp_path):
     message = str(caught.value)
     assert package.manifest.network.sha256 in message
     assert sha256_of(package_dir / "weights.pt") in message
+
+
+# ---------------------------------------------------------------- one manifest, many formats
+
+
+def edited_copy(tmp_path: Path, as_dir: str, old: str, new: str) -> Path:
+    package_dir = copy_package(SEG, tmp_path, as_dir)
+    text = (package_dir / "model.yaml").read_text()
+    assert old in text, old
+    text = text.replace(f"name: {SEG}", f"name: {as_dir}").replace(old, new)
+    (package_dir / "model.yaml").write_text(text)
+    return package_dir
+
+
+def test_open_package_gives_the_shipped_packages():
+    for name in (SEG, CLS):
+        package = open_package(shipped_packages_dir() / name)
+        assert package.name == name
+        assert package.manifest.network.format == "module"
+        assert package.weights_path == shipped_packages_dir() / name / "weights.pt"
+
+
+def test_every_shipped_format_is_registered():
+    assert {"module", "torchscript", "onnx", "monai_bundle"} <= set(FORMATS)
+    assert network_format("onnx").name == "onnx"
+
+
+def test_what_inference_feeds_follows_the_preprocessing():
+    manifest = discover_packages().get(SEG).manifest
+    assert network_input(manifest) == NetworkInput(channels=1, size=(128, 128), multiple=16)
+    assert manifest.output_channels == 3
+    odd = manifest.model_copy(
+        update={"preprocessing": [PreprocessStep(step="resize_inplane", size=[100, 129])]}
+    )
+    # workers.infer pads each slice up to a multiple of 16
+    assert network_input(odd).size == (112, 144)
+    assert network_input(manifest.model_copy(update={"preprocessing": []})).size is None
+    assert discover_packages().get(CLS).manifest.output_channels == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "old", "new", "words"),
+    [
+        (
+            "zero-resize", "size: [128, 128]", "size: [0, 128]",
+            ("resize_inplane", "greater than or equal to 1"),
+        ),
+        (
+            "no-instances", "min_instances: 1", "min_instances: 0",
+            ("accepts.min_instances", "greater than or equal to 1"),
+        ),
+        ("label-256", "label: 2", "label: 256", ("label", "less than or equal to 255")),
+        (
+            "rgb-unet", "in_channels: 1,", "in_channels: 3,",
+            ("input channels", "declares 3 input channel(s)", "preprocessing produces 1"),
+        ),
+        (
+            "odd-format", "format: module", "format: keras",
+            ("network.format 'keras' is unknown", "torchscript"),
+        ),
+        (
+            "onnx-with-architecture", "format: module", "format: onnx",
+            ("network.format onnx does not take network.architecture", "only module"),
+        ),
+        (
+            "module-without-architecture", "  architecture: unet2d\n", "",
+            ("network.format module requires network.architecture",),
+        ),
+        (
+            "bundle-with-weights", "format: module", "format: monai_bundle",
+            ("network.format monai_bundle requires network.bundle",),
+        ),
+        (
+            "escaping-weights", "weights: weights.pt", "weights: ../../weights.pt",
+            ("network.weights", "must lie inside the package folder"),
+        ),
+    ],
+)  # fmt: skip
+def test_impossible_manifest_is_refused_naming_its_rule(tmp_path, case, old, new, words):
+    package_dir = edited_copy(tmp_path, case, old, new)
+    with pytest.raises(ManifestError) as caught:
+        open_package(package_dir)
+    for word in words:
+        assert word in str(caught.value)
+    registry = discover_packages(tmp_path)
+    assert refusal_for(registry, package_dir) == str(caught.value)
+    assert {SEG, CLS} <= set(registry.names)
+
+
+def test_a_monai_style_multiple_must_fit_the_padding(tmp_path):
+    package = open_package(shipped_packages_dir() / SEG)
+    feed = network_input(package.manifest)
+    check_signature(package, feed, source="x", in_channels=1, spatial=["16*n", 128], out_channels=3)
+    with pytest.raises(ManifestError, match="takes columns in multiples of 48"):
+        check_signature(package, feed, source="x", in_channels=1, spatial=[128, "48*n"],
+                        out_channels=None)  # fmt: skip
+    variable = NetworkInput(channels=1, size=None, multiple=16)
+    with pytest.raises(ManifestError, match="no resize_inplane step"):
+        check_signature(package, variable, source="x", in_channels=1, spatial=[128, 128],
+                        out_channels=None)  # fmt: skip
