@@ -2,27 +2,45 @@
 
 This module owns the decision whether a series can be analysed at all. It reads the
 instances, decodes their pixels (any transfer syntax pydicom's installed plugins
-decode), sorts the slices along the slice normal, applies the modality rescale, and
-checks the geometry. Whatever it refuses it refuses with
-:class:`~workers.errors.SeriesNotAnalysable` and a reason a radiologist or PACS
-administrator can act on; no other exception escapes for a bad series.
+decode), places every slice in patient space, sorts the slices along the slice
+normal and checks the geometry. A series is either single-frame images (classic CT,
+MR, CR, ...) or one multi-frame instance whose Per-Frame and Shared Functional
+Groups place each frame (enhanced CT/MR, legacy converted enhanced); both become
+the same list of slices before any geometry is checked. What pixel values mean
+(rescale, Modality LUT, MONOCHROME1, colour) is :mod:`workers.pixels`' business.
+
+Whatever it refuses it refuses with :class:`~workers.errors.SeriesNotAnalysable`
+and a reason a radiologist or PACS administrator can act on; no other exception
+escapes for a bad series.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom import Dataset
+from pydicom.datadict import dictionary_keyword
 from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels import iter_pixels
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from node.uids import InvalidUID, validate_uid
 from workers.errors import SeriesNotAnalysable
+from workers.pixels import (
+    ModalityTransform,
+    colour_refusal,
+    functional_groups,
+    group_macro,
+    inversion_pivot,
+    modality_transform,
+    to_modality_values,
+)
 from workers.volume import Volume
 
 # Two slices closer than this along the normal are at the same position (mm).
@@ -36,6 +54,33 @@ _ORIENTATION_TOLERANCE = 1e-3
 
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _DEFAULT_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+# Objects with pixel data that are not images of the patient: analysing them would
+# run a model on a result (a mask, a dose grid) as if it were an acquisition.
+_NOT_ACQUIRED_IMAGES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "a segmentation, a result rather than an image",
+    "1.2.840.10008.5.1.4.1.1.66.7": "a segmentation, a result rather than an image",
+    "1.2.840.10008.5.1.4.1.1.481.2": "a radiotherapy dose grid, not an image",
+}
+
+Geometry = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]
+
+
+@dataclass
+class _Slice:
+    """One 2D image to place: a single-frame instance, or one frame of a multi-frame one.
+
+    ``number`` names it in a refusal: the Instance Number, or the frame number.
+    Geometry values are as read (None when absent) and checked later, together.
+    """
+
+    dataset: Dataset
+    frame: int | None
+    number: str
+    position: Sequence[float] | None
+    orientation: Sequence[float] | None
+    pixel_spacing: tuple[float, float] | None
+    thickness: object
+    transform: ModalityTransform
 
 
 def load_series(paths: Sequence[Path]) -> Volume:
@@ -44,8 +89,9 @@ def load_series(paths: Sequence[Path]) -> Volume:
     Raises
     ------
     SeriesNotAnalysable
-        When a file cannot be read or decoded, holds no image, is multi-frame, or
-        when the instances do not form one regular stack of slices.
+        When a file cannot be read or decoded, holds no greyscale image, or when the
+        instances (or the frames of the one multi-frame instance) do not form one
+        regular stack of slices.
     """
     if not paths:
         raise SeriesNotAnalysable("the series has no instances")
@@ -62,22 +108,47 @@ def load_series(paths: Sequence[Path]) -> Volume:
 def _load(paths: Sequence[Path]) -> Volume:
     datasets = [_read(Path(path)) for path in paths]
     for path, ds in zip(paths, datasets, strict=True):
-        _check_is_single_frame_image(Path(path), ds)
+        _check_is_greyscale_image(Path(path), ds)
+        _check_identifying_uids(Path(path), ds)
     _check_one_series(datasets)
     rows, columns = _matrix_size(datasets)
-    pixel_spacing = _pixel_spacing(datasets)
 
-    if len(datasets) == 1:
-        order, geometry = [0], _single_slice_geometry(datasets[0])
+    multi_frame = [
+        (Path(path), ds) for path, ds in zip(paths, datasets, strict=True) if _is_multi_frame(ds)
+    ]
+    if multi_frame and len(datasets) > 1:
+        described = ", ".join(_describe(path, ds) for path, ds in multi_frame[:3])
+        raise SeriesNotAnalysable(
+            f"the series holds {len(datasets)} instances of which {len(multi_frame)} "
+            f"multi-frame ({described}{', ...' if len(multi_frame) > 3 else ''}): only a "
+            "series of single-frame images or a single multi-frame instance can be analysed"
+        )
+    if multi_frame:
+        unit = "frame"
+        slices = _frames(*multi_frame[0])
     else:
-        order, geometry = _stack_geometry(datasets)
-    datasets = [datasets[i] for i in order]
+        unit = "instance"
+        slices = [_instance_slice(ds) for ds in datasets]
+    pixel_spacing = _pixel_spacing(slices, unit)
 
-    voxels = np.empty((len(datasets), rows, columns), dtype=np.float32)
-    for index, ds in enumerate(datasets):
-        _modality_values(ds, index, voxels[index])
-        # Later steps need the headers only (highdicom reads metadata, never the
-        # source pixels), so the decoded copy above is the only one kept.
+    if len(slices) == 1:
+        order, geometry = [0], _single_slice_geometry(slices[0])
+    else:
+        order, geometry = _stack_geometry(slices, unit)
+    slices = [slices[i] for i in order]
+
+    # One constant for the whole series, from its first slice's header, so that
+    # equal modality values stay equal across slices once inverted.
+    pivot = inversion_pivot(slices[0].dataset)
+    voxels = np.empty((len(slices), rows, columns), dtype=np.float32)
+    if multi_frame:
+        _decode_frames(multi_frame[0][0], multi_frame[0][1], slices, voxels, pivot)
+    else:
+        for index, piece in enumerate(slices):
+            _decode_instance(piece, index, voxels[index], pivot)
+    # Later steps need the headers only (highdicom reads metadata, never the source
+    # pixels), so the decoded copy above is the only one kept.
+    for ds in datasets:
         for keyword in _PIXEL_DATA_KEYWORDS:
             if keyword in ds:
                 delattr(ds, keyword)
@@ -90,7 +161,8 @@ def _load(paths: Sequence[Path]) -> Volume:
         row_direction=row_direction,
         column_direction=column_direction,
         slice_direction=slice_direction,
-        datasets=datasets,
+        datasets=[piece.dataset for piece in slices],
+        frame_numbers=[int(piece.frame or 1) for piece in slices] if multi_frame else None,
     )
 
 
@@ -137,30 +209,50 @@ def _describe(path: Path, ds: Dataset) -> str:
     return f"{path.name} ({name})"
 
 
-def _check_is_single_frame_image(path: Path, ds: Dataset) -> None:
+def _frame_count(ds: Dataset) -> int:
+    frames = ds.get("NumberOfFrames")
+    try:
+        return int(frames) if frames not in (None, "") else 1
+    except (TypeError, ValueError):
+        return 1
+
+
+def _is_multi_frame(ds: Dataset) -> bool:
+    """Whether the frames must be placed one by one (functional groups, or several)."""
+    return _frame_count(ds) > 1 or "PerFrameFunctionalGroupsSequence" in ds
+
+
+def _check_is_greyscale_image(path: Path, ds: Dataset) -> None:
     if not any(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS):
         raise SeriesNotAnalysable(
             f"{_describe(path, ds)} has no pixel data: only image series can be analysed"
         )
-    frames = ds.get("NumberOfFrames")
-    try:
-        frame_count = int(frames) if frames not in (None, "") else 1
-    except (TypeError, ValueError):
-        frame_count = 1
-    if frame_count > 1 or "PerFrameFunctionalGroupsSequence" in ds:
-        raise SeriesNotAnalysable(
-            f"{_describe(path, ds)} is a multi-frame object with {frame_count} frame(s): "
-            "only series of single-frame images are supported for now"
-        )
-    photometric = str(ds.get("PhotometricInterpretation", "") or "MONOCHROME2")
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or not photometric.startswith("MONOCHROME"):
-        raise SeriesNotAnalysable(
-            f"{_describe(path, ds)} is a colour image "
-            f"({ds.get('PhotometricInterpretation', 'unknown')}): only greyscale images "
-            "can be analysed"
-        )
+    not_an_image = _NOT_ACQUIRED_IMAGES.get(str(ds.SOPClassUID))
+    if not_an_image is not None:
+        raise SeriesNotAnalysable(f"{_describe(path, ds)} is {not_an_image}")
+    colour = colour_refusal(ds)
+    if colour is not None:
+        raise SeriesNotAnalysable(f"{_describe(path, ds)} {colour}")
     if "Rows" not in ds or "Columns" not in ds:
         raise SeriesNotAnalysable(f"{_describe(path, ds)} has no Rows/Columns")
+
+
+def _check_identifying_uids(path: Path, ds: Dataset) -> None:
+    """The UIDs a result must reference are valid UIDs (the receiver checks them too).
+
+    A SEG or SR copies the study and frame of reference and references each source
+    instance: with a malformed UID in the source, no valid result could be written.
+    """
+    keywords = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+    if "FrameOfReferenceUID" in ds:
+        keywords.append("FrameOfReferenceUID")
+    for keyword in keywords:
+        try:
+            validate_uid(ds.get(keyword), keyword)
+        except InvalidUID as exc:
+            raise SeriesNotAnalysable(
+                f"{_describe(path, ds)}: {exc}, so no result could reference it"
+            ) from exc
 
 
 def _check_one_series(datasets: Sequence[Dataset]) -> None:
@@ -179,18 +271,86 @@ def _matrix_size(datasets: Sequence[Dataset]) -> tuple[int, int]:
     return next(iter(sizes))
 
 
-def _pixel_spacing(datasets: Sequence[Dataset]) -> tuple[float, float]:
-    values = {_instance_pixel_spacing(ds) for ds in datasets}
+def _instance_slice(ds: Dataset) -> _Slice:
+    return _Slice(
+        dataset=ds,
+        frame=None,
+        number=str(ds.get("InstanceNumber", "?")),
+        position=ds.get("ImagePositionPatient"),
+        orientation=ds.get("ImageOrientationPatient"),
+        pixel_spacing=_instance_pixel_spacing(ds),
+        thickness=ds.get("SliceThickness"),
+        transform=modality_transform(ds),
+    )
+
+
+def _frames(path: Path, ds: Dataset) -> list[_Slice]:
+    """The frames of one multi-frame instance as slices, placed by their functional groups.
+
+    Refuses an object whose frames nothing places (a cine loop, an object stripped of
+    its functional groups) and one holding several stacks.
+    """
+    count = _frame_count(ds)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame:
+        raise SeriesNotAnalysable(
+            f"{_describe(path, ds)} is a multi-frame image of {count} frames without "
+            "Per-Frame Functional Groups: nothing places its frames in space (a cine "
+            "loop, or an enhanced object stripped of its functional groups?); only "
+            "multi-frame images that position every frame (enhanced or legacy converted "
+            "enhanced CT/MR) can be analysed"
+        )
+    if len(per_frame) != count:
+        raise SeriesNotAnalysable(
+            f"{_describe(path, ds)} declares {count} frames but describes "
+            f"{len(per_frame)} in its Per-Frame Functional Groups"
+        )
+
+    slices = []
+    stacks: Counter[str] = Counter()
+    for frame in range(1, count + 1):
+        groups = functional_groups(ds, frame)
+        content = group_macro(groups, "FrameContentSequence")
+        if content is not None and content.get("StackID") not in (None, ""):
+            stacks[str(content.StackID)] += 1
+        position = group_macro(groups, "PlanePositionSequence")
+        orientation = group_macro(groups, "PlaneOrientationSequence")
+        measures = group_macro(groups, "PixelMeasuresSequence") or Dataset()
+        spacing = _instance_pixel_spacing(measures) or _instance_pixel_spacing(ds)
+        thickness = measures.get("SliceThickness") or measures.get("SpacingBetweenSlices")
+        slices.append(
+            _Slice(
+                dataset=ds,
+                frame=frame,
+                number=str(frame),
+                position=position.get("ImagePositionPatient") if position else None,
+                orientation=orientation.get("ImageOrientationPatient") if orientation else None,
+                pixel_spacing=spacing,
+                thickness=thickness or ds.get("SliceThickness"),
+                transform=modality_transform(ds, groups),
+            )
+        )
+    if len(stacks) > 1:
+        listed = ", ".join(f"{stack} ({n} frames)" for stack, n in sorted(stacks.items()))
+        raise SeriesNotAnalysable(
+            f"{_describe(path, ds)} holds {len(stacks)} stacks of frames (Stack ID "
+            f"{listed}): a job analyses one stack of parallel slices"
+        )
+    return slices
+
+
+def _pixel_spacing(slices: Sequence[_Slice], unit: str) -> tuple[float, float]:
+    values = {piece.pixel_spacing for piece in slices}
     if len(values) > 1:
         listed = ", ".join(
             "none" if v is None else f"{v[0]}x{v[1]} mm" for v in sorted(values, key=str)
         )
-        raise SeriesNotAnalysable(f"the instances have different pixel spacings: {listed}")
+        raise SeriesNotAnalysable(f"the {unit}s have different pixel spacings: {listed}")
     spacing = values.pop()
     if spacing is None:
-        if len(datasets) > 1:
+        if len(slices) > 1:
             raise SeriesNotAnalysable(
-                "the instances have no valid PixelSpacing, so the slices cannot be placed in mm"
+                f"the {unit}s have no valid PixelSpacing, so the slices cannot be placed in mm"
             )
         return (1.0, 1.0)
     return spacing
@@ -209,7 +369,7 @@ def _instance_pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     return None
 
 
-def _directions(ds: Dataset, orientation: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _directions(piece: _Slice, orientation: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray([float(v) for v in orientation], dtype=np.float64)
     row, column = values[:3], values[3:]
     row_norm, column_norm = np.linalg.norm(row), np.linalg.norm(column)
@@ -219,66 +379,65 @@ def _directions(ds: Dataset, orientation: Sequence[float]) -> tuple[np.ndarray, 
         or column_norm < 0.5
         or abs(np.dot(row / row_norm, column / column_norm)) > 0.01
     ):
+        what = "frame" if piece.frame is not None else "instance"
         raise SeriesNotAnalysable(
-            f"invalid ImageOrientationPatient {list(orientation)} in instance "
-            f"{ds.get('InstanceNumber', '?')}: not two orthogonal unit vectors"
+            f"invalid ImageOrientationPatient {list(orientation)} in {what} "
+            f"{piece.number}: not two orthogonal unit vectors"
         )
     return row / row_norm, column / column_norm
 
 
-def _single_slice_geometry(
-    ds: Dataset,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-    orientation = ds.get("ImageOrientationPatient") or _DEFAULT_ORIENTATION
+def _single_slice_geometry(piece: _Slice) -> Geometry:
+    orientation = piece.orientation or _DEFAULT_ORIENTATION
     if len(orientation) != 6:
         orientation = _DEFAULT_ORIENTATION
-    row, column = _directions(ds, orientation)
-    position = ds.get("ImagePositionPatient")
+    row, column = _directions(piece, orientation)
+    position = piece.position
     origin = (
         np.asarray([float(v) for v in position], dtype=np.float64)
         if position and len(position) == 3
         else np.zeros(3)
     )
-    thickness = ds.get("SliceThickness")
     try:
-        spacing = float(thickness) if thickness not in (None, "") else 1.0
+        spacing = float(piece.thickness) if piece.thickness not in (None, "") else 1.0  # type: ignore[arg-type]
     except (TypeError, ValueError):
         spacing = 1.0
     return origin, row, column, np.cross(row, column), spacing if spacing > 0 else 1.0
 
 
-def _stack_geometry(
-    datasets: Sequence[Dataset],
-) -> tuple[list[int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]]:
+def _stack_geometry(slices: Sequence[_Slice], unit: str) -> tuple[list[int], Geometry]:
     missing = [
-        str(ds.get("InstanceNumber", "?"))
-        for ds in datasets
-        if len(ds.get("ImagePositionPatient") or ()) != 3
-        or len(ds.get("ImageOrientationPatient") or ()) != 6
+        piece.number
+        for piece in slices
+        if len(piece.position or ()) != 3 or len(piece.orientation or ()) != 6
     ]
     if missing:
         raise SeriesNotAnalysable(
-            f"{len(missing)} of {len(datasets)} instances lack ImagePositionPatient or "
-            f"ImageOrientationPatient (instance numbers {', '.join(missing[:5])}"
+            f"{len(missing)} of {len(slices)} {unit}s lack ImagePositionPatient or "
+            f"ImageOrientationPatient ({unit} numbers {', '.join(missing[:5])}"
             f"{', ...' if len(missing) > 5 else ''}): the slices cannot be ordered"
         )
     orientations = np.asarray(
-        [[float(v) for v in ds.ImageOrientationPatient] for ds in datasets], dtype=np.float64
+        [[float(v) for v in piece.orientation or ()] for piece in slices], dtype=np.float64
     )
     positions = np.asarray(
-        [[float(v) for v in ds.ImagePositionPatient] for ds in datasets], dtype=np.float64
+        [[float(v) for v in piece.position or ()] for piece in slices], dtype=np.float64
     )
     deviation = np.abs(orientations - orientations[0]).max(axis=1)
     if deviation.max() > _ORIENTATION_TOLERANCE:
         groups = Counter(
             tuple(round(v, 3) for v in orientation) for orientation in orientations
         )
-        listed = "; ".join(f"{list(o)} ({n} instances)" for o, n in groups.most_common(3))
-        raise SeriesNotAnalysable(
-            f"the instances have different orientations: {listed} (a localizer or a "
-            "reformat mixed into the series?)"
+        listed = "; ".join(f"{list(o)} ({n} {unit}s)" for o, n in groups.most_common(3))
+        hint = (
+            "several stacks in one object?"
+            if unit == "frame"
+            else "a localizer or a reformat mixed into the series?"
         )
-    row, column = _directions(datasets[0], orientations[0])
+        raise SeriesNotAnalysable(
+            f"the {unit}s have different orientations: {listed} ({hint})"
+        )
+    row, column = _directions(slices[0], orientations[0])
     normal = np.cross(row, column)
 
     along = positions @ normal
@@ -289,11 +448,12 @@ def _stack_geometry(
     duplicate = np.flatnonzero(gaps < _DUPLICATE_TOLERANCE_MM)
     if duplicate.size:
         first = int(duplicate[0])
-        numbers = [datasets[int(order[first + k])].get("InstanceNumber", "?") for k in (0, 1)]
+        numbers = [slices[int(order[first + k])].number for k in (0, 1)]
+        hint = _dimensions_hint(slices[0].dataset) if unit == "frame" else ""
         raise SeriesNotAnalysable(
-            f"duplicate slice positions: instances {numbers[0]} and {numbers[1]} both lie "
+            f"duplicate slice positions: {unit}s {numbers[0]} and {numbers[1]} both lie "
             f"at {along[first]:.2f} mm along the slice normal ({duplicate.size} duplicate(s) "
-            "in all)"
+            f"in all){hint}"
         )
 
     spacing = float(np.median(gaps))
@@ -324,8 +484,33 @@ def _stack_geometry(
     return [int(i) for i in order], (positions[0], row, column, normal, spacing)
 
 
-def _modality_values(ds: Dataset, index: int, out: np.ndarray) -> None:
-    """Decode one slice into ``out`` in modality units (rescale or modality LUT applied)."""
+def _dimensions_hint(ds: Dataset) -> str:
+    """What a multi-frame object says its frames vary over, to explain stacked duplicates.
+
+    Frames sharing positions are several echoes, phases, b-values or acquisitions of
+    the same slices; the Dimension Index Sequence names which.
+    """
+    names = []
+    for item in ds.get("DimensionIndexSequence") or ():
+        label = item.get("DimensionDescriptionLabel")
+        pointer = item.get("DimensionIndexPointer")
+        if not label and pointer is not None:
+            try:
+                label = dictionary_keyword(pointer)
+            except KeyError:
+                label = str(pointer)
+        if label:
+            names.append(str(label))
+    listed = f"; its frames vary over: {', '.join(names)}" if names else ""
+    return (
+        " (frames of several echoes, phases, b-values or acquisitions at the same "
+        f"positions?{listed}): a job analyses one volume of distinct slices"
+    )
+
+
+def _decode_instance(piece: _Slice, index: int, out: np.ndarray, pivot: float | None) -> None:
+    """Decode one single-frame slice into ``out`` in modality values."""
+    ds = piece.dataset
     try:
         stored = ds.pixel_array
     except Exception as exc:  # decoders raise many kinds (missing plugin, corrupt stream)
@@ -339,16 +524,46 @@ def _modality_values(ds: Dataset, index: int, out: np.ndarray) -> None:
             f"instance {ds.get('InstanceNumber', '?')} decodes to shape {stored.shape}, "
             f"not one greyscale frame of {out.shape[0]}x{out.shape[1]}"
         )
-    if "ModalityLUTSequence" in ds and "RescaleSlope" not in ds:
-        out[...] = apply_modality_lut(stored, ds)
-        return
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    out[...] = stored
-    if slope != 1.0:
-        out *= np.float32(slope)
-    if intercept != 0.0:
-        out += np.float32(intercept)
+    to_modality_values(stored, piece.transform, out, pivot)
+
+
+def _decode_frames(
+    path: Path,
+    ds: Dataset,
+    slices: Sequence[_Slice],
+    voxels: np.ndarray,
+    pivot: float | None,
+) -> None:
+    """Decode every frame of one multi-frame instance into its slice of ``voxels``.
+
+    Frames are decoded one at a time, in file order, so that a large object never
+    holds all its stored frames and all its float32 slices at once.
+    """
+    slot = {piece.frame: index for index, piece in enumerate(slices)}
+    frame = 0
+    try:
+        for frame, stored in enumerate(iter_pixels(ds), start=1):
+            index = slot.get(frame)
+            if index is None:
+                continue
+            if stored.shape != voxels.shape[1:]:
+                raise SeriesNotAnalysable(
+                    f"frame {frame} of {_describe(path, ds)} decodes to shape "
+                    f"{stored.shape}, not one greyscale frame of "
+                    f"{voxels.shape[1]}x{voxels.shape[2]}"
+                )
+            to_modality_values(stored, slices[index].transform, voxels[index], pivot)
+    except SeriesNotAnalysable:
+        raise
+    except Exception as exc:  # decoders raise many kinds (missing plugin, corrupt stream)
+        raise SeriesNotAnalysable(
+            f"cannot decode frame {frame + 1} of {_describe(path, ds)} (transfer syntax "
+            f"{_transfer_syntax_name(ds)}): {exc}"
+        ) from exc
+    if frame < len(slices):
+        raise SeriesNotAnalysable(
+            f"{_describe(path, ds)} holds pixel data for {frame} of its {len(slices)} frames"
+        )
 
 
 def _transfer_syntax_name(ds: Dataset) -> str:

@@ -18,9 +18,15 @@ class Volume:
     """A series as a voxel array in slice order, with the geometry to place it.
 
     ``voxels`` is float32 of shape (slices, rows, columns) in modality units (HU for
-    CT: rescale applied). ``datasets[i]`` is the source instance of slice ``i``
+    CT: rescale applied; MONOCHROME1 images inverted so that larger is brighter, see
+    ``workers.pixels``). ``datasets[i]`` is the source instance of slice ``i``
     (headers; pixel data may have been dropped). Directions are unit vectors in the
     patient coordinate system; ``slice_direction`` points from slice 0 to slice 1.
+
+    ``frame_numbers`` is None for a series of single-frame images. When the series is
+    one multi-frame instance (enhanced CT/MR, legacy converted), every ``datasets[i]``
+    is that one instance and ``frame_numbers[i]`` is the 1-based frame of it that is
+    slice ``i``.
     """
 
     voxels: np.ndarray
@@ -30,6 +36,7 @@ class Volume:
     column_direction: np.ndarray  # direction along a column (increasing row index)
     slice_direction: np.ndarray
     datasets: list[Dataset] = field(repr=False)
+    frame_numbers: list[int] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -29,6 +29,7 @@ from models.manifest import ModelManifest
 from node.uids import derive_uid
 from workers.encode.codes import ALGORITHM_FAMILY, coded
 from workers.errors import EncodingError
+from workers.pixels import functional_groups, group_macro
 from workers.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ MANUFACTURER = "ainode"
 DEMONSTRATION_NOTICE = " (DEMO, NOT FOR CLINICAL USE)"
 _LO_LENGTH = 64  # Long String, the VR of descriptions, labels and equipment names
 _SEG_SERIES_NUMBER_OFFSET = 1000
+_UNSTATED_DEIDENTIFICATION = "not stated by the source images"
 _TYPE_2_PATIENT_AND_STUDY = (
     "PatientName",
     "PatientID",
@@ -76,6 +78,7 @@ def encode_segmentation(
     if not segments:
         raise EncodingError(f"model {manifest.name} declares no segments to encode")
     segment_numbers = _segment_number_array(volume, labels, manifest)
+    pixel_array, plane_positions = _as_source_frames(volume, segment_numbers)
     source = volume.datasets[0]
     content_date, content_time = content_datetime(volume)
 
@@ -100,7 +103,8 @@ def encode_segmentation(
         ]
         segmentation = hd.seg.Segmentation(
             source_images=source_headers(volume),
-            pixel_array=segment_numbers,
+            pixel_array=pixel_array,
+            plane_positions=plane_positions,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
             series_instance_uid=series_uid,
@@ -194,19 +198,93 @@ def content_datetime(volume: Volume) -> tuple[datetime.date, datetime.time]:
     return now.date(), now.time().replace(microsecond=0)
 
 
+def source_instances(volume: Volume) -> list[Dataset]:
+    """The distinct source instances of ``volume``, in slice order.
+
+    One per slice for a series of single-frame images; the one instance, once, when
+    the volume is the frames of a multi-frame image (``volume.frame_numbers`` set).
+    """
+    if volume.frame_numbers is None:
+        return list(volume.datasets)
+    return [volume.datasets[0]]
+
+
 def source_headers(volume: Volume) -> list[Dataset]:
-    """The source datasets, the first completed with empty patient and study attributes.
+    """The source instances, the first completed with empty patient and study attributes.
 
     highdicom copies the patient and study modules from the first source image and
     reads their Type 2 attributes directly, so an archive's image without, say, an
     Accession Number would stop it. A copy of that one header gets the missing ones,
-    empty, as the IOD allows; the volume's own headers are left untouched.
+    empty, as the IOD allows (and a De-identification Method when the source says
+    its identity was removed but not how); the volume's own headers are untouched. A
+    multi-frame source's copy also gets its plane orientation and pixel measures in
+    the shared functional groups, where highdicom reads them (an enhanced object may
+    repeat them per frame instead; the loader checked that they agree).
     """
-    first = copy.deepcopy(volume.datasets[0])
+    sources = source_instances(volume)
+    first = copy.deepcopy(sources[0])
     for keyword in _TYPE_2_PATIENT_AND_STUDY:
         if keyword not in first:
             setattr(first, keyword, "")
-    return [first, *volume.datasets[1:]]
+    if (
+        str(first.get("PatientIdentityRemoved", "")).upper() == "YES"
+        and not first.get("DeidentificationMethod")
+        and not first.get("DeidentificationMethodCodeSequence")
+    ):
+        # Identity removed requires the method (Type 1C); a source stating the one
+        # without the other would make every result invalid, so the method is named
+        # as unknown rather than the de-identification fact dropped.
+        first.DeidentificationMethod = _UNSTATED_DEIDENTIFICATION
+    if volume.frame_numbers is not None:
+        _share_frame_geometry(first)
+    return [first, *sources[1:]]
+
+
+def _share_frame_geometry(source: Dataset) -> None:
+    """Copy frame 1's plane orientation and pixel measures to the shared groups if absent."""
+    per_frame = source.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame:
+        return
+    if not source.get("SharedFunctionalGroupsSequence"):
+        source.SharedFunctionalGroupsSequence = [Dataset()]
+    shared = source.SharedFunctionalGroupsSequence[0]
+    for keyword in ("PlaneOrientationSequence", "PixelMeasuresSequence"):
+        if keyword not in shared and keyword in per_frame[0]:
+            setattr(shared, keyword, copy.deepcopy(per_frame[0][keyword].value))
+
+
+def _as_source_frames(
+    volume: Volume, numbers: np.ndarray
+) -> tuple[np.ndarray, list[hd.PlanePositionSequence] | None]:
+    """The segment number array arranged as highdicom pairs it with the source frames.
+
+    Single-frame sources pair slice by slice in volume order. A multi-frame source
+    pairs ``pixel_array[i]`` with frame ``i + 1``, so slices sorted along the normal
+    go back to frame order; should the volume hold only some of the frames, each
+    slice instead carries its frame's position, which highdicom matches to the
+    source frame it came from. Either way each SEG frame references its source frame.
+    """
+    if volume.frame_numbers is None:
+        return numbers, None
+    source = volume.datasets[0]
+    frames = np.asarray(volume.frame_numbers, dtype=np.int64)
+    count = int(source.get("NumberOfFrames") or 1)
+    if len(frames) == count and np.array_equal(np.sort(frames), np.arange(1, count + 1)):
+        ordered = np.empty_like(numbers)
+        ordered[frames - 1] = numbers
+        return ordered, None
+    positions = []
+    for frame in volume.frame_numbers:
+        plane = group_macro(functional_groups(source, frame), "PlanePositionSequence")
+        if plane is None or "ImagePositionPatient" not in plane:
+            raise EncodingError(f"frame {frame} of the source has no Plane Position")
+        positions.append(
+            hd.PlanePositionSequence(
+                coordinate_system=hd.CoordinateSystemNames.PATIENT,
+                image_position=[float(v) for v in plane.ImagePositionPatient],
+            )
+        )
+    return numbers, positions
 
 
 def make_deterministic(dataset: Dataset, instance_uid: str) -> None:

@@ -46,6 +46,7 @@ from workers.encode.seg import (
     segment_tracking_uid,
     software_versions,
     source_headers,
+    source_instances,
 )
 from workers.errors import EncodingError
 from workers.volume import ModelOutput, Volume
@@ -90,7 +91,7 @@ def encode_report(
                            series_number)
     except (ValueError, TypeError, AttributeError) as exc:
         raise EncodingError(f"cannot encode the report as DICOM SR: {exc}") from exc
-    _insert_image_library(sr, volume.datasets)
+    _insert_image_library(sr, source_instances(volume))
     make_deterministic(sr, instance_uid)
     return sr
 
