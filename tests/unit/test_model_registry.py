@@ -43,7 +43,8 @@ def test_shipped_packages_are_discovered_and_none_refused():
         assert "not for clinical use" in manifest.title
         assert manifest.version == "1.0.0"
         assert manifest.accepts.modality == ["CT"]
-        assert manifest.accepts.sop_class_uid == ["1.2.840.10008.5.1.4.1.1.2"]
+        assert manifest.accepts.sop_class_uid[0] == "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+        assert "1.2.840.10008.5.1.4.1.1.2.1" in manifest.accepts.sop_class_uid  # Enhanced CT
         assert package.card_path is not None and package.card_path.is_file()
         assert (package.path / "metrics.json").is_file()
         assert sha256_of(package.weights_path) == manifest.network.sha256
