@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ManifestError(ValueError):
@@ -70,6 +77,21 @@ class SeriesSelection(BaseModel):
         return None
 
 
+class SeriesInput(BaseModel):
+    """A further series of the same study a multimodal model takes (CT+PET, T1+T2).
+
+    It is brought onto the primary series' grid (registered by mutual information, or
+    resampled as is when both share a frame of reference) and becomes the next input
+    channel, preprocessed with the same steps as the primary.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    accepts: SeriesSelection
+    registration: Literal["rigid", "affine", "none"] = "rigid"
+
+
 class PreprocessStep(BaseModel):
     """One declarative preprocessing step: its name and parameters."""
 
@@ -90,6 +112,12 @@ class NetworkSpec(BaseModel):
     in-repo ``module``, ``weights`` for ``torchscript`` and ``onnx``, ``bundle`` for a
     ``monai_bundle``) and which it refuses, so a new format is added there, not here.
     ``sha256`` always pins the one file the network is loaded from.
+
+    ``spatial_dims`` 2: the network runs on slices (B, C, rows, columns); 3: on volumes
+    (B, C, slices, rows, columns). A 3D segmentation network runs on windows of
+    ``patch_size`` = [slices, rows, columns] that overlap by ``patch_overlap`` (a
+    fraction of the patch) and are blended; a 3D classifier sees the whole prepared
+    volume, whose size its preprocessing fixes (``crop_or_pad``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -100,6 +128,18 @@ class NetworkSpec(BaseModel):
     weights: str | None = None
     bundle: str | None = None
     sha256: str
+    spatial_dims: Literal[2, 3] = 2
+    patch_size: (
+        Annotated[list[Annotated[int, Field(ge=1, le=1024)]], Field(min_length=3, max_length=3)]
+        | None
+    ) = None
+    patch_overlap: Annotated[float, Field(ge=0, lt=1)] = 0.25
+
+    @model_validator(mode="after")
+    def _patch_for_3d_only(self) -> NetworkSpec:
+        if self.patch_size is not None and self.spatial_dims != 3:
+            raise ValueError("patch_size applies to 3D networks only (spatial_dims: 3)")
+        return self
 
     @field_validator("sha256")
     @classmethod
@@ -158,7 +198,8 @@ class ModelManifest(BaseModel):
     demonstration: bool = Field(
         default=False, description="a demonstration model: results say 'not for clinical use'"
     )
-    accepts: SeriesSelection
+    accepts: SeriesSelection  # the primary series: it triggers the job and sets the grid
+    additional_inputs: list[SeriesInput] = Field(default_factory=list)
     preprocessing: list[PreprocessStep] = Field(default_factory=list)
     network: NetworkSpec
     outputs: Outputs
@@ -171,6 +212,11 @@ class ModelManifest(BaseModel):
         if len(labels) != len(set(labels)):
             raise ValueError("segment labels must be unique")
         return value
+
+    @property
+    def input_channels(self) -> int:
+        """Channels the network takes: the primary series, then each additional input."""
+        return 1 + len(self.additional_inputs)
 
     @property
     def output_channels(self) -> int:

@@ -21,9 +21,8 @@ from workers.preprocess import ResizeInplane, build_steps
 
 MANIFEST_NAME = "model.yaml"
 
-# What workers.infer feeds a network: one channel per slice (it unsqueezes dim 1), and
-# rows and columns padded up to a multiple of 16 (its _SIZE_MULTIPLE).
-PREPROCESSED_CHANNELS = 1
+# What workers.infer feeds a network: one channel per input series (the primary, then
+# each additional input), rows and columns padded up to a multiple of 16.
 PADDED_MULTIPLE = 16
 
 
@@ -112,7 +111,7 @@ def network_input(manifest: ModelManifest) -> NetworkInput:
             -(-rows // PADDED_MULTIPLE) * PADDED_MULTIPLE,
             -(-cols // PADDED_MULTIPLE) * PADDED_MULTIPLE,
         )
-    return NetworkInput(channels=PREPROCESSED_CHANNELS, size=size, multiple=PADDED_MULTIPLE)
+    return NetworkInput(channels=manifest.input_channels, size=size, multiple=PADDED_MULTIPLE)
 
 
 def open_package(path: Path) -> ModelPackage:

@@ -1,8 +1,11 @@
 """Routing: which models apply to a complete series, and the jobs that follow.
 
 A model applies when its manifest's selection accepts the series' attributes. Each
-(series, model) gets one job; a series no model accepts is marked NO_MODEL with every
-model's reason, so an operator sees why nothing ran.
+(series, model) gets one job. A multimodal model (``additional_inputs``) also needs,
+for each further input, a complete series of the same study that its selection
+accepts; whichever of those series completes last creates the job. A series that
+leads to no job is marked NO_MODEL with every model's reason, so an operator sees why
+nothing ran.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from models.manifest import ModelManifest, SeriesSelection
 from models.registry import ModelRegistry
-from node.db.models import Instance, Job, Series, SeriesState, utcnow
+from node.db.models import Instance, Job, JobInput, Series, SeriesState, utcnow
 
 
 @dataclass(frozen=True)
@@ -23,32 +27,120 @@ class RoutingDecision:
     reason: str  # why no model applies; empty when jobs were created
 
 
-def route_series(session: Session, series: Series, registry: ModelRegistry) -> RoutingDecision:
-    """Create the jobs for one complete series (inside the caller's transaction)."""
+def _refusal(session: Session, selection: SeriesSelection, series: Series) -> str | None:
     instances = session.scalar(
         select(func.count(Instance.id)).where(Instance.series_pk == series.id)
     )
+    return selection.refusal(
+        modality=series.modality,
+        sop_class_uid=series.sop_class_uid,
+        body_part_examined=series.body_part_examined,
+        image_type=series.image_type,
+        instances=instances or 0,
+    )
+
+
+def _complete_siblings(session: Session, series: Series) -> list[Series]:
+    """The other complete series of the same study (oldest first)."""
+    return list(
+        session.scalars(
+            select(Series)
+            .where(
+                Series.study_pk == series.study_pk,
+                Series.id != series.id,
+                Series.state != SeriesState.RECEIVING,
+            )
+            .order_by(Series.id)
+        )
+    )
+
+
+def _find_inputs(
+    session: Session, primary: Series, manifest: ModelManifest, candidates: list[Series]
+) -> tuple[dict[str, Series], list[str]]:
+    """A series for each additional input of ``manifest``, and the roles still missing."""
+    chosen: dict[str, Series] = {}
+    missing: list[str] = []
+    for spec in manifest.additional_inputs:
+        found = next(
+            (
+                s
+                for s in candidates
+                if s.id != primary.id
+                and s.id not in {c.id for c in chosen.values()}
+                and _refusal(session, spec.accepts, s) is None
+            ),
+            None,
+        )
+        if found is None:
+            missing.append(spec.role)
+        else:
+            chosen[spec.role] = found
+    return chosen, missing
+
+
+def _has_job(session: Session, primary: Series, manifest: ModelManifest) -> bool:
+    return (
+        session.scalar(
+            select(func.count(Job.id)).where(
+                Job.series_pk == primary.id,
+                Job.model_name == manifest.name,
+                Job.model_version == manifest.version,
+                Job.created_at >= (primary.completed_at or utcnow()),
+            )
+        )
+        or 0
+    ) > 0
+
+
+def _create_job(
+    session: Session, primary: Series, manifest: ModelManifest, inputs: dict[str, Series]
+) -> Job:
+    job = Job(series=primary, model_name=manifest.name, model_version=manifest.version)
+    session.add(job)
+    for role, series in inputs.items():
+        session.add(JobInput(job=job, series=series, role=role))
+    if primary.state is not SeriesState.ROUTED:
+        primary.state = SeriesState.ROUTED
+        primary.state_reason = ""
+    return job
+
+
+def route_series(session: Session, series: Series, registry: ModelRegistry) -> RoutingDecision:
+    """Create the jobs a newly complete series makes possible (in the caller's transaction)."""
+    series.completed_at = utcnow()
+    siblings = _complete_siblings(session, series)
     refusals: list[str] = []
     jobs: list[Job] = []
+    used_as_input = False
     for package in registry.packages:
         manifest = package.manifest
-        refusal = manifest.accepts.refusal(
-            modality=series.modality,
-            sop_class_uid=series.sop_class_uid,
-            body_part_examined=series.body_part_examined,
-            image_type=series.image_type,
-            instances=instances or 0,
-        )
-        if refusal:
-            refusals.append(f"{manifest.name}: {refusal}")
+        refusal = _refusal(session, manifest.accepts, series)
+        if refusal is None:
+            inputs, missing = _find_inputs(session, series, manifest, siblings)
+            if missing:
+                refusals.append(
+                    f"{manifest.name}: waiting for a {', '.join(missing)} series in this study"
+                )
+            else:
+                jobs.append(_create_job(session, series, manifest, inputs))
             continue
-        job = Job(series=series, model_name=manifest.name, model_version=manifest.version)
-        session.add(job)
-        jobs.append(job)
-    series.completed_at = utcnow()
-    if jobs:
+        # The series may be the further input a waiting primary series lacked.
+        if any(_refusal(session, s.accepts, series) is None for s in manifest.additional_inputs):
+            used_as_input = True
+            for primary in siblings:
+                if _refusal(session, manifest.accepts, primary) is not None:
+                    continue
+                if _has_job(session, primary, manifest):
+                    continue
+                inputs, missing = _find_inputs(session, primary, manifest, [*siblings, series])
+                if not missing:
+                    jobs.append(_create_job(session, primary, manifest, inputs))
+            continue
+        refusals.append(f"{manifest.name}: {refusal}")
+    if jobs or used_as_input:
         series.state = SeriesState.ROUTED
-        series.state_reason = ""
+        series.state_reason = "" if jobs else "an additional input of a multimodal model"
     else:
         series.state = SeriesState.NO_MODEL
         series.state_reason = (

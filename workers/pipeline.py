@@ -7,7 +7,7 @@ in a test, or on local files.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from node.uids import result_uids
 from workers.encode.seg import encode_segmentation
 from workers.encode.sr import encode_report
 from workers.infer import NetworkCache, run_model
+from workers.inputs import align_inputs
 from workers.load import load_series
 from workers.volume import ModelOutput, Volume
 
@@ -71,12 +72,23 @@ def analyse(
     device: torch.device,
     cache: NetworkCache,
     step: StepRecorder = _no_recording,
+    additional_paths: Sequence[list[Path]] = (),
 ) -> Analysis:
-    """Run one model on one series' files and encode what it found."""
+    """Run one model on one series' files and encode what it found.
+
+    ``additional_paths`` holds the files of each further series a multimodal model
+    takes, in the order of the manifest's ``additional_inputs``.
+    """
     manifest = package.manifest
     with step("load"):
         volume = load_series(paths)
-    output = run_model(package, volume, device, cache, step=step)  # preprocess, infer, postprocess
+        others = [load_series(p) for p in additional_paths]
+    if manifest.additional_inputs or others:
+        with step("register"):
+            others = align_inputs(volume, others, manifest.additional_inputs)
+        output = run_model(package, volume, device, cache, step=step, additional=others)
+    else:
+        output = run_model(package, volume, device, cache, step=step)
     with step("encode"):
         uids = result_uids(
             (str(ds.SOPInstanceUID) for ds in volume.datasets), manifest.name, manifest.version

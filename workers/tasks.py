@@ -21,7 +21,7 @@ from node.dispatch import DeliveryError, Outgoing, store_files
 from node.jobs.contracts import ANALYSE_TASK, DELIVER_TASK
 from node.jobs.ledger import NewResult
 from workers.context import WorkerContext
-from workers.errors import AnalysisError, ModelUnavailable
+from workers.errors import AnalysisError, ModelUnavailable, SeriesNotAnalysable
 from workers.pipeline import Analysis, analyse
 
 log = logging.getLogger(__name__)
@@ -30,13 +30,27 @@ DELIVERY_ATTEMPTS = 6
 DELIVERY_BACKOFF_SECONDS = 2.0
 
 
-def _job_inputs(ctx: WorkerContext, job_id: int) -> tuple[Job, list[Path]]:
+def _job_inputs(ctx: WorkerContext, job_id: int) -> tuple[Job, list[Path], list[list[Path]]]:
+    """The job, its primary series' files, and each further input's files (by role)."""
     with ctx.sessions() as session:
         job = session.get_one(Job, job_id)
-        rows = session.scalars(
-            select(Instance.path).where(Instance.series_pk == job.series_pk).order_by(Instance.id)
-        ).all()
-    return job, [ctx.settings.spool_dir / path for path in rows]
+
+        def files(series_pk: int) -> list[Path]:
+            rows = session.scalars(
+                select(Instance.path).where(Instance.series_pk == series_pk).order_by(Instance.id)
+            ).all()
+            return [ctx.settings.spool_dir / path for path in rows]
+
+        primary = files(job.series_pk)
+        by_role = {item.role: files(item.series_pk) for item in job.inputs}
+    try:
+        roles = [s.role for s in ctx.registry.get(job.model_name).manifest.additional_inputs]
+    except KeyError:
+        roles = list(by_role)  # the model check that follows names the real problem
+    missing = [role for role in roles if role not in by_role]
+    if missing:
+        raise SeriesNotAnalysable(f"the job has no {', '.join(missing)} series")
+    return job, primary, [by_role[role] for role in roles]
 
 
 def _keep_results(ctx: WorkerContext, job_id: int, analysis: Analysis) -> list[NewResult]:
@@ -57,7 +71,7 @@ def run_analysis(ctx: WorkerContext, job_id: int) -> None:
         log.info("job %s has nothing to do (finished or gone)", job_id)
         return
     try:
-        job, paths = _job_inputs(ctx, job_id)
+        job, paths, additional = _job_inputs(ctx, job_id)
         try:
             package = ctx.registry.get(job.model_name)
         except KeyError:
@@ -73,7 +87,7 @@ def run_analysis(ctx: WorkerContext, job_id: int) -> None:
         def step(name: str):  # noqa: ANN202 - a context manager
             return ctx.ledger.step(job_id, attempt, name)
 
-        analysis = analyse(paths, package, ctx.device, ctx.cache, step)
+        analysis = analyse(paths, package, ctx.device, ctx.cache, step, additional)
         with step("store"):
             kept = _keep_results(ctx, job_id, analysis)
         ctx.ledger.analysed(job_id, analysis.findings, kept)

@@ -146,8 +146,24 @@ class Job(Base):
     findings: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     series: Mapped[Series] = relationship(back_populates="jobs")
+    inputs: Mapped[list[JobInput]] = relationship(back_populates="job", order_by="JobInput.id")
     steps: Mapped[list[JobStep]] = relationship(back_populates="job", order_by="JobStep.id")
     results: Mapped[list[ResultObject]] = relationship(back_populates="job")
+
+
+class JobInput(Base):
+    """A further series a multimodal job takes, in the manifest's additional_inputs order."""
+
+    __tablename__ = "job_input"
+    __table_args__ = (UniqueConstraint("job_pk", "role", name="uq_job_input_role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_pk: Mapped[int] = mapped_column(ForeignKey("job.id"))
+    series_pk: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    role: Mapped[str] = mapped_column(String(32))
+
+    job: Mapped[Job] = relationship(back_populates="inputs")
+    series: Mapped[Series] = relationship()
 
 
 class JobStep(Base):
