@@ -156,3 +156,54 @@ def test_reconciler_resends_what_the_broker_lost(
     redis.Redis.from_url(machine_redis_url).flushdb()  # Redis lost its data
     assert scheduler.reconcile(older_than=timedelta(seconds=0)) == [job_id]
     assert queued_messages(machine_redis_url) == 1
+
+
+def multimodal_manifest() -> ModelManifest:
+    data = manifest("ct-pet-model", "CT").model_dump(mode="json")
+    data["additional_inputs"] = [{"role": "pet", "accepts": {"modality": ["PT"]}}]
+    return ModelManifest.model_validate(data)
+
+
+@pytest.fixture
+def multimodal(tmp_path: Path, sessions: SessionFactory, machine_redis_url: str) -> Scheduler:
+    settings = Settings(data_dir=tmp_path, stable_seconds=0)
+    ledger = JobLedger(sessions)
+    registry = ModelRegistry(packages=[ModelPackage(tmp_path / "m", multimodal_manifest())])
+    queue = JobQueue(make_celery(machine_redis_url), ledger)
+    return Scheduler(settings, sessions, registry, queue, ledger)
+
+
+@pytest.mark.parametrize("pet_first", [True, False])
+def test_multimodal_job_waits_for_every_input_of_the_study(
+    multimodal: Scheduler, sessions: SessionFactory, pet_first: bool
+) -> None:
+    scheduler = multimodal
+    order = (
+        [("1.2.3.9", "PT"), ("1.2.3.1", "CT")]
+        if pet_first
+        else [("1.2.3.1", "CT"), ("1.2.3.9", "PT")]
+    )  # noqa: E501
+    created = []
+    for series_uid, modality in order:
+        store(sessions, series_uid, series_uid + ".1", modality=modality)
+        created.append(scheduler.route_complete_series())
+    assert created[0] == [] and len(created[1]) == 1  # the series completing last makes it
+    with sessions() as session:
+        job = session.get_one(Job, created[1][0])
+        (job_input,) = job.inputs
+        assert job.series.series_instance_uid == "1.2.3.1"  # the primary (CT)
+        assert (job_input.role, job_input.series.series_instance_uid) == ("pet", "1.2.3.9")
+        states = {s.series_instance_uid: s.state for s in session.scalars(select(Series))}
+    assert states == {"1.2.3.1": SeriesState.ROUTED, "1.2.3.9": SeriesState.ROUTED}
+
+
+def test_primary_without_its_further_input_says_what_it_waits_for(
+    multimodal: Scheduler, sessions: SessionFactory
+) -> None:
+    scheduler = multimodal
+    store(sessions, "1.2.3.1", "1.2.3.1.1", modality="CT")
+    assert scheduler.route_complete_series() == []
+    with sessions() as session:
+        series = session.scalars(select(Series)).one()
+    assert series.state is SeriesState.NO_MODEL
+    assert "ct-pet-model: waiting for a pet series in this study" in series.state_reason
