@@ -6,13 +6,11 @@ the job row, so the API is checked against what the database then holds.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg2
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,7 +34,6 @@ from node.settings import Settings
 from node.web import create_app
 
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
-PG_ADMIN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
 
 
 def at(minutes: float) -> datetime:
@@ -234,22 +231,11 @@ def make_retry(sessions: sessionmaker[Session]) -> Callable[[int], None]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """SQLite under tmp_path, or a throwaway PostgreSQL database (unreachable = failure)."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ainode.db'}"
-        return
-    name = f"ainode_web_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(**PG_ADMIN)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        return f"sqlite:///{tmp_path / 'ainode.db'}"
+    return str(request.getfixturevalue("postgres_url"))
 
 
 @dataclass
