@@ -1,8 +1,9 @@
 """The network architectures a model package may name, and their builders.
 
 A manifest's ``network.architecture`` is a key of ``ARCHITECTURES``; its
-``network.parameters`` are the builder's keyword arguments. Both networks take
-one-channel 2D slices (N, 1, H, W) and are small enough to run on a CPU.
+``network.parameters`` are the builder's keyword arguments. ``SPATIAL_DIMS`` says
+whether each takes 2D slices (N, C, H, W) or 3D volumes (N, C, D, H, W), which a
+manifest's ``network.spatial_dims`` must match. All are small enough to run on a CPU.
 """
 
 from __future__ import annotations
@@ -85,10 +86,63 @@ class SliceClassifier(nn.Module):
         return self.head(pooled)
 
 
+def _conv_block3d(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Two 3x3x3 convolutions, each with instance norm and ReLU (3D batches are small)."""
+    return nn.Sequential(
+        nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.InstanceNorm3d(out_channels, affine=True),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=False),
+        nn.InstanceNorm3d(out_channels, affine=True),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNet3d(nn.Module):
+    """A 3D U-Net: ``depth`` poolings, channels doubling from ``width`` at each level.
+
+    Returns per-voxel logits (N, out_channels, D, H, W); D, H and W must be divisible
+    by 2**depth (a sliding-window patch size is chosen so).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int = 8, depth: int = 2):
+        super().__init__()
+        widths = [width * 2**level for level in range(depth + 1)]
+        self.down = nn.ModuleList()
+        channels = in_channels
+        for w in widths[:-1]:
+            self.down.append(_conv_block3d(channels, w))
+            channels = w
+        self.bottom = _conv_block3d(widths[-2], widths[-1])
+        self.up = nn.ModuleList()
+        self.merge = nn.ModuleList()
+        for deep, shallow in zip(widths[:0:-1], widths[-2::-1], strict=True):
+            self.up.append(nn.ConvTranspose3d(deep, shallow, 2, stride=2))
+            self.merge.append(_conv_block3d(2 * shallow, shallow))
+        self.head = nn.Conv3d(widths[0], out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = nn.functional.max_pool3d(x, 2)
+        x = self.bottom(x)
+        for up, merge, skip in zip(self.up, self.merge, reversed(skips), strict=True):
+            x = merge(torch.cat([up(x), skip], dim=1))
+        return self.head(x)
+
+
 def unet2d(
     in_channels: int = 1, out_channels: int = 2, width: int = 16, depth: int = 3
 ) -> nn.Module:
     return UNet2d(in_channels, out_channels, width, depth)
+
+
+def unet3d(
+    in_channels: int = 1, out_channels: int = 2, width: int = 8, depth: int = 2
+) -> nn.Module:
+    return UNet3d(in_channels, out_channels, width, depth)
 
 
 def cnn2d_classifier(in_channels: int = 1, classes: int = 1, width: int = 16) -> nn.Module:
@@ -98,4 +152,8 @@ def cnn2d_classifier(in_channels: int = 1, classes: int = 1, width: int = 16) ->
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "unet2d": unet2d,
     "cnn2d_classifier": cnn2d_classifier,
+    "unet3d": unet3d,
 }
+
+# Whether each architecture takes slices (2) or volumes (3).
+SPATIAL_DIMS: dict[str, int] = {"unet2d": 2, "cnn2d_classifier": 2, "unet3d": 3}

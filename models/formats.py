@@ -5,7 +5,8 @@ which manifest fields it takes, which file its ``sha256`` covers, what can be ch
 at discovery without running the network (files present, the declared input and
 output against what the preprocessing feeds and the manifest decodes), and how the
 network is built on a device. Every format returns something called like an
-``nn.Module`` on a (B, C, H, W) float32 tensor. A new format is one more class
+``nn.Module`` on a (B, C, H, W) float32 tensor, or (B, C, D, H, W) for a network
+whose manifest says ``spatial_dims: 3``. A new format is one more class
 registered with ``@format_for``; nothing else changes.
 
 Shipped formats: ``module`` (an architecture of ``models.architectures`` plus a
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from models.architectures import ARCHITECTURES
+from models.architectures import ARCHITECTURES, SPATIAL_DIMS
 from models.manifest import ManifestError, ModelTask
 from workers.errors import ModelUnavailable
 
@@ -38,16 +39,25 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class NetworkInput:
-    """What inference feeds a network: (B, channels, rows, columns) float32.
+    """What inference feeds a network: (B, channels, *spatial) float32.
 
-    ``size`` is the in-plane (rows, columns) after preprocessing and padding, or None
-    when it follows each series' own size (no ``resize_inplane`` step); either way
-    rows and columns are multiples of ``multiple``.
+    ``spatial_dims`` 2: slices, ``size`` is the in-plane (rows, columns) after
+    preprocessing and padding, or None when it follows each series' own size (no
+    ``resize_inplane`` step); either way rows and columns are multiples of
+    ``multiple``. ``spatial_dims`` 3: volumes, ``size`` is (slices, rows, columns):
+    the sliding window's patch for segmentation, the fixed prepared size (or None)
+    for classification; ``multiple`` is 1 (3D inputs are not padded).
     """
 
     channels: int
-    size: tuple[int, int] | None
+    size: tuple[int, ...] | None
     multiple: int
+    spatial_dims: int = 2
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The names of the spatial axes fed."""
+        return ("slices", "rows", "columns")[-self.spatial_dims :]
 
 
 class NetworkFormat:
@@ -153,7 +163,7 @@ def check_signature(
 
     Dimensions that are not integers are symbolic (dynamic) and accepted, except a
     MONAI-style ``"k*n"`` (any multiple of k), which is checked against the padding.
-    ``spatial`` None: the in-plane size is not declared.
+    ``spatial`` None: the spatial size is not declared.
     """
     if isinstance(in_channels, int) and in_channels != feed.channels:
         raise ManifestError(
@@ -161,24 +171,32 @@ def check_signature(
             f"the preprocessing produces {feed.channels}"
         )
     if spatial is None:
-        spatial = (None, None)
-    if len(spatial) != 2:
+        spatial = (None,) * feed.spatial_dims
+    if len(spatial) != feed.spatial_dims:
+        fed_kind = "2D slices" if feed.spatial_dims == 2 else "3D volumes"
         raise ManifestError(
             f"input dimensions: {source} declares {len(spatial)} spatial dimension(s), "
-            "the node feeds 2D slices (rows, columns)"
+            f"the node feeds {fed_kind} ({', '.join(feed.axes)}) "
+            f"as network.spatial_dims says"
         )
-    for axis, (declared, name) in enumerate(zip(spatial, ("rows", "columns"), strict=True)):
+    for axis, (declared, name) in enumerate(zip(spatial, feed.axes, strict=True)):
         fed = feed.size[axis] if feed.size is not None else None
         if isinstance(declared, int) and not isinstance(declared, bool):
             if fed is None:
+                fixes = "resize_inplane" if feed.spatial_dims == 2 else "crop_or_pad"
                 raise ManifestError(
                     f"input size: {source} takes a fixed {declared} {name}, but the "
-                    "preprocessing has no resize_inplane step, so the size varies per series"
+                    f"preprocessing has no {fixes} step, so the size varies per series"
                 )
             if declared != fed:
+                how = (
+                    f"resize_inplane, padded to a multiple of {feed.multiple}"
+                    if feed.spatial_dims == 2
+                    else "network.patch_size or crop_or_pad"
+                )
                 raise ManifestError(
                     f"input size: {source} takes {declared} {name}, the preprocessing "
-                    f"feeds {fed} (resize_inplane, padded to a multiple of {feed.multiple})"
+                    f"feeds {fed} ({how})"
                 )
         elif isinstance(declared, str) and (match := _MULTIPLE_OF.fullmatch(declared)):
             step = int(match.group(1))
@@ -220,6 +238,12 @@ class ModuleFormat(NetworkFormat):
             raise ManifestError(
                 f"unknown architecture {spec.architecture!r} "
                 f"(known: {', '.join(sorted(ARCHITECTURES))})"
+            )
+        dims = SPATIAL_DIMS.get(str(spec.architecture), 2)
+        if dims != spec.spatial_dims:
+            raise ManifestError(
+                f"input dimensions: architecture {spec.architecture} is {dims}D, "
+                f"network.spatial_dims is {spec.spatial_dims}"
             )
         channels = spec.parameters.get("in_channels")
         check_signature(
@@ -286,8 +310,8 @@ class TorchScriptFormat(NetworkFormat):
 class OnnxNetwork(nn.Module):
     """An onnxruntime session behind ``nn.Module``'s call, so inference runs it unchanged.
 
-    A (B, C, H, W) tensor goes in as float32 numpy, the first output comes back as a
-    tensor on the input's device.
+    A (B, C, H, W) or (B, C, D, H, W) tensor goes in as float32 numpy, the first output
+    comes back as a tensor on the input's device.
     """
 
     def __init__(self, session: onnxruntime.InferenceSession) -> None:
@@ -348,13 +372,14 @@ def _check_onnx_session(
             f"input type: ONNX input {image.name!r} is {image.type}, the node feeds float32"
         )
     shape = list(image.shape)
-    if len(shape) != 4:
+    if len(shape) != 2 + feed.spatial_dims:
         raise ManifestError(
             f"input rank: ONNX input {image.name!r} has shape {shape}, the node feeds "
-            "rank 4 (batch, channels, rows, columns)"
+            f"rank {2 + feed.spatial_dims} (batch, channels, {', '.join(feed.axes)}) "
+            f"as network.spatial_dims {feed.spatial_dims} says"
         )
     output_shape = list(outputs[0].shape)
-    rank = 4 if package.manifest.task is ModelTask.SEGMENTATION else 2
+    rank = 2 + feed.spatial_dims if package.manifest.task is ModelTask.SEGMENTATION else 2
     if len(output_shape) != rank:
         raise ManifestError(
             f"output rank: ONNX output {outputs[0].name!r} has shape {output_shape}, a "

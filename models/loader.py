@@ -22,7 +22,8 @@ from workers.errors import ModelUnavailable
 
 _CHUNK = 1 << 20
 # In-plane size of the trial input when the preprocessing does not fix one.
-_TRIAL_SIZE = (64, 64)
+# The zero input of a trial run when the network's size follows the series' own size.
+_TRIAL_SIZE = {2: (64, 64), 3: (16, 64, 64)}
 
 
 def sha256_of(path: Path) -> str:
@@ -79,12 +80,12 @@ class TrialRun:
 def trial_run(package: ModelPackage, network: nn.Module, device: torch.device) -> TrialRun:
     """Run one zero input of the shape inference feeds; check the output's shape.
 
-    Segmentation must give (1, background + segments, rows, columns), classification
+    Segmentation must give (1, background + segments, *spatial), classification
     (1, classes). Raises ModelUnavailable naming the shape that is wrong.
     """
     feed = network_input(package.manifest)
-    rows, cols = feed.size or _TRIAL_SIZE
-    shape = (1, feed.channels, rows, cols)
+    spatial = tuple(feed.size or _TRIAL_SIZE[feed.spatial_dims])
+    shape = (1, feed.channels, *spatial)
     try:
         with torch.inference_mode():
             output = network(torch.zeros(shape, dtype=torch.float32, device=device))
@@ -99,7 +100,7 @@ def trial_run(package: ModelPackage, network: nn.Module, device: torch.device) -
         )
     channels = package.manifest.output_channels
     if package.manifest.task is ModelTask.SEGMENTATION:
-        expected: tuple[int, ...] = (1, channels, rows, cols)
+        expected: tuple[int, ...] = (1, channels, *spatial)
         what = "background + segments"
     else:
         expected = (1, channels)
@@ -108,6 +109,6 @@ def trial_run(package: ModelPackage, network: nn.Module, device: torch.device) -
         raise ModelUnavailable(
             f"model {package.name}: output shape {tuple(output.shape)} for input "
             f"{shape}, manifest needs {expected} (batch, {what}"
-            f"{', rows, columns' if len(expected) == 4 else ''})"
+            f"{', spatial dimensions' if len(expected) > 2 else ''})"
         )
     return TrialRun(input_shape=shape, output_shape=tuple(output.shape))

@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.formats import NetworkInput, check_fields, network_format
-from models.manifest import ManifestError, ModelManifest
+from models.manifest import ManifestError, ModelManifest, ModelTask
 from workers.errors import AnalysisError
-from workers.preprocess import ResizeInplane, build_steps
+from workers.preprocess import CropOrPad, GeometricOperation, ResizeInplane, build_steps
 
 MANIFEST_NAME = "model.yaml"
 
 # What workers.infer feeds a network: one channel per input series (the primary, then
-# each additional input), rows and columns padded up to a multiple of 16.
+# each additional input), 2D slices' rows and columns padded up to a multiple of 16.
+# 3D inputs are fed unpadded: sliding-window patches of network.patch_size, or the
+# whole prepared volume for a classifier.
 PADDED_MULTIPLE = 16
 
 
@@ -103,6 +105,9 @@ def discover_packages(extra_dir: Path | None = None) -> ModelRegistry:
 
 def network_input(manifest: ModelManifest) -> NetworkInput:
     """What inference will feed this manifest's network (preprocessing already checked)."""
+    spec = manifest.network
+    if spec.spatial_dims == 3:
+        return _volume_input(manifest)
     resize = [op for op in build_steps(manifest.preprocessing) if isinstance(op, ResizeInplane)]
     size = None
     if resize:
@@ -112,6 +117,30 @@ def network_input(manifest: ModelManifest) -> NetworkInput:
             -(-cols // PADDED_MULTIPLE) * PADDED_MULTIPLE,
         )
     return NetworkInput(channels=manifest.input_channels, size=size, multiple=PADDED_MULTIPLE)
+
+
+def _volume_input(manifest: ModelManifest) -> NetworkInput:
+    """A 3D network's input: the patch for segmentation; for classification the size the
+    last geometric step fixes, when it is a crop_or_pad fixing all three axes."""
+    spec = manifest.network
+    size: tuple[int, ...] | None = None
+    if manifest.task is ModelTask.SEGMENTATION:
+        if spec.patch_size is None:
+            raise AnalysisError(
+                "network.patch_size: a 3D segmentation network (spatial_dims 3) needs a "
+                "sliding-window patch_size [slices, rows, columns]"
+            )
+        size = tuple(spec.patch_size)
+    else:
+        geometric = [
+            op for op in build_steps(manifest.preprocessing) if isinstance(op, GeometricOperation)
+        ]
+        last = geometric[-1] if geometric else None
+        if isinstance(last, CropOrPad) and None not in last.size:
+            size = tuple(int(n) for n in last.size)  # type: ignore[arg-type]
+    return NetworkInput(
+        channels=manifest.input_channels, size=size, multiple=1, spatial_dims=3
+    )
 
 
 def open_package(path: Path) -> ModelPackage:

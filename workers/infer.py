@@ -1,8 +1,11 @@
 """Inference: run one model package on one volume and map its output to the source grid.
 
 ``run_model`` is the pipeline's entry point, in three stages a caller can time:
-``preprocess`` (the manifest's steps, ``workers.preprocessing``), ``predict`` (network
-forward passes only, slice-batch by slice-batch, output on the prepared grid) and
+``preprocess`` (the manifest's steps, ``workers.preprocessing``, on the primary series
+and on any additional series, which become further input channels), ``predict``
+(network forward passes only, output on the prepared grid: slice-batch by slice-batch
+for a 2D network; for a 3D one, overlapping patches blended by a Gaussian importance
+map for segmentation, or one pass on the whole volume for classification) and
 ``postprocess`` (outputs mapped back through ``Prepared.to_source``, labels and
 probabilities in the geometry of the volume given). Networks stay loaded between jobs
 in a ``NetworkCache`` owned by the worker process; nothing here touches CUDA until a
@@ -11,8 +14,9 @@ model is run on it.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
@@ -23,11 +27,15 @@ from torch import nn
 from models.loader import load_network
 from models.manifest import ModelTask
 from models.registry import ModelPackage
-from workers.errors import ModelUnavailable
+from workers.errors import AnalysisError, ModelUnavailable
 from workers.preprocess import Prepared, preprocess
 from workers.volume import ModelOutput, Volume
 
 BATCH_SLICES = 16
+# Sliding-window patches per forward pass of a 3D network.
+BATCH_PATCHES = 4
+# Gaussian importance map: sigma as a fraction of the patch (nnU-Net's and MONAI's 1/8).
+_SIGMA_SCALE = 0.125
 # U-Nets halve the grid several times; padding to this multiple lets any size through.
 _SIZE_MULTIPLE = 16
 
@@ -94,14 +102,26 @@ def run_model(
     device: torch.device,
     cache: NetworkCache,
     step: StepRecorder = _no_recording,
+    additional: Sequence[Volume] = (),
 ) -> ModelOutput:
     """Run a package on a volume; the output is in the volume's own geometry.
 
-    ``step`` (a name -> context manager callable, as ``workers.pipeline`` passes)
-    records the stages "preprocess", "infer" and "postprocess".
+    ``additional[i]`` is the series for the manifest's ``additional_inputs[i]``,
+    already brought onto ``volume``'s grid (same shape, spacing, origin, directions);
+    the network gets the primary then each of them as channels. AnalysisError when
+    their number is not the manifest's, or one is not on the grid. ``step`` (a name ->
+    context manager callable, as ``workers.pipeline`` passes) records the stages
+    "preprocess", "infer" and "postprocess".
     """
+    manifest = package.manifest
+    if len(additional) != len(manifest.additional_inputs):
+        roles = ", ".join(s.role for s in manifest.additional_inputs) or "none"
+        raise AnalysisError(
+            f"model {package.name} takes {len(manifest.additional_inputs)} additional "
+            f"series (roles: {roles}) besides the primary, {len(additional)} given"
+        )
     with step("preprocess"):
-        prepared = preprocess(volume, package.manifest.preprocessing)
+        prepared = preprocess(volume, manifest.preprocessing, additional)
     with step("infer"):
         outputs = predict(cache.get(package, device), prepared, device, package)
     with step("postprocess"):
@@ -114,11 +134,28 @@ def predict(
     """The network's outputs on the prepared grid, float32 on the CPU.
 
     Segmentation: logits (channels, slices, rows, columns), channel 0 background.
-    Classification: per-slice sigmoid probabilities (slices, classes).
+    Classification: sigmoid probabilities (slices, classes) per slice for a 2D network,
+    (1, classes) for a 3D one.
     """
+    spec = package.manifest.network
+    if spec.spatial_dims == 3:
+        volume = _channel_tensor(prepared.channels)
+        if package.manifest.task is ModelTask.SEGMENTATION:
+            if spec.patch_size is None:  # open_package refuses this; say so if bypassed
+                raise ModelUnavailable(f"model {package.name}: a 3D network needs patch_size")
+            return sliding_window(
+                network,
+                volume,
+                tuple(spec.patch_size),  # type: ignore[arg-type]
+                spec.patch_overlap,
+                package.manifest.output_channels,
+                device,
+                package.name,
+            )
+        return _classify_volume(network, volume, device, package)
     if package.manifest.task is ModelTask.SEGMENTATION:
-        return _segment_logits(network, prepared.array, device, package)
-    return _classify(network, prepared.array, device, package)
+        return _segment_logits(network, prepared.channels, device, package)
+    return _classify(network, prepared.channels, device, package)
 
 
 def postprocess(outputs: np.ndarray, prepared: Prepared, package: ModelPackage) -> ModelOutput:
@@ -153,12 +190,15 @@ def postprocess(outputs: np.ndarray, prepared: Prepared, package: ModelPackage) 
 
 
 def _segment_logits(
-    network: nn.Module, array: np.ndarray, device: torch.device, package: ModelPackage
+    network: nn.Module,
+    arrays: Sequence[np.ndarray],
+    device: torch.device,
+    package: ModelPackage,
 ) -> np.ndarray:
     channels = 1 + len(package.manifest.outputs.segments)
-    logits = np.empty((channels, *array.shape), dtype=np.float32)
+    logits = np.empty((channels, *arrays[0].shape), dtype=np.float32)
     with torch.inference_mode():
-        for start, batch in _batches(array, device):
+        for start, batch in _batches(arrays, device):
             out = _forward(network, batch, device)
             if out.ndim != 4 or out.shape[1] != channels:
                 raise ModelUnavailable(
@@ -170,13 +210,16 @@ def _segment_logits(
 
 
 def _classify(
-    network: nn.Module, array: np.ndarray, device: torch.device, package: ModelPackage
+    network: nn.Module,
+    arrays: Sequence[np.ndarray],
+    device: torch.device,
+    package: ModelPackage,
 ) -> np.ndarray:
     """Per-slice probabilities (slices, classes)."""
     classes = len(package.manifest.outputs.classes)
     scores = []
     with torch.inference_mode():
-        for _start, batch in _batches(array, device):
+        for _start, batch in _batches(arrays, device):
             logits = _forward(network, batch, device)
             if logits.ndim != 2 or logits.shape[1] != classes:
                 raise ModelUnavailable(
@@ -187,11 +230,120 @@ def _classify(
     return np.concatenate(scores)
 
 
-def _batches(array: np.ndarray, device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
-    """(first slice index, (B, 1, H, W) float32 tensor on device) per batch of slices."""
-    for start in range(0, array.shape[0], BATCH_SLICES):
-        batch = torch.from_numpy(array[start : start + BATCH_SLICES]).unsqueeze(1)
+def _batches(
+    arrays: Sequence[np.ndarray], device: torch.device
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first slice index, (B, C, H, W) float32 tensor on device) per batch of slices,
+    one channel per prepared input series."""
+    for start in range(0, arrays[0].shape[0], BATCH_SLICES):
+        stop = start + BATCH_SLICES
+        if len(arrays) == 1:
+            batch = torch.from_numpy(arrays[0][start:stop]).unsqueeze(1)
+        else:
+            batch = torch.from_numpy(np.stack([a[start:stop] for a in arrays], axis=1))
         yield start, batch.to(device, non_blocking=True)
+
+
+def _channel_tensor(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    """The prepared inputs as one (C, D, H, W) float32 CPU tensor."""
+    if len(arrays) == 1:
+        return torch.from_numpy(arrays[0]).unsqueeze(0)
+    return torch.from_numpy(np.stack(arrays))
+
+
+def _classify_volume(
+    network: nn.Module, volume: torch.Tensor, device: torch.device, package: ModelPackage
+) -> np.ndarray:
+    """One pass on the whole (C, D, H, W) volume: probabilities (1, classes)."""
+    classes = len(package.manifest.outputs.classes)
+    with torch.inference_mode(), _autocast(device):
+        logits = network(volume.unsqueeze(0).to(device)).float()
+    if logits.shape != (1, classes):
+        raise ModelUnavailable(
+            f"model {package.name}: network gives scores of shape {tuple(logits.shape)} "
+            f"for a volume of shape {tuple(volume.shape)}, manifest declares "
+            f"{classes} class(es): expected (1, {classes})"
+        )
+    return torch.sigmoid(logits).cpu().numpy()
+
+
+def _window_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Patch starts along one axis: a stride of patch * (1 - overlap), the last patch
+    flush with the end (``size`` >= ``patch``)."""
+    stride = max(1, int(patch * (1.0 - overlap)))
+    last = size - patch
+    return sorted({min(start, last) for start in range(0, last + stride, stride)})
+
+
+def importance_map(patch: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    """A (D, H, W) Gaussian centred on the patch, peak 1, sigma ``_SIGMA_SCALE`` of each
+    side: a patch's centre, which saw the most context, counts most in the blend. Its
+    floor of 1e-3 gives every voxel a patch covers some weight."""
+    axes = []
+    for n in patch:
+        centre = (n - 1) / 2.0
+        sigma = max(n * _SIGMA_SCALE, 1e-3)
+        x = torch.arange(n, dtype=torch.float32, device=device)
+        axes.append(torch.exp(-0.5 * ((x - centre) / sigma) ** 2))
+    weights = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    weights /= weights.max()
+    return weights.clamp_(min=1e-3)
+
+
+def sliding_window(
+    network: nn.Module,
+    volume: torch.Tensor,
+    patch: tuple[int, int, int],
+    overlap: float,
+    channels: int,
+    device: torch.device,
+    name: str = "network",
+    batch_size: int = BATCH_PATCHES,
+) -> np.ndarray:
+    """Logits (channels, D, H, W) of a 3D network over a (C, D, H, W) volume, run on
+    overlapping ``patch``-sized windows, ``batch_size`` at a time, and blended.
+
+    A volume smaller than the patch along an axis is padded at its end with zeros (as
+    MONAI's ``sliding_window_inference`` pads) and the result cropped back. Float32
+    out, reduced precision on CUDA only.
+    """
+    shape = tuple(volume.shape[1:])
+    pads = [max(0, p - n) for n, p in zip(shape, patch, strict=True)]
+    if any(pads):
+        volume = F.pad(volume, (0, pads[2], 0, pads[1], 0, pads[0]))
+    padded = tuple(volume.shape[1:])
+    starts = list(
+        itertools.product(
+            *(_window_starts(n, p, overlap) for n, p in zip(padded, patch, strict=True))
+        )
+    )
+    weights = importance_map(patch, device)
+    logits = torch.zeros((channels, *padded), dtype=torch.float32, device=device)
+    total = torch.zeros(padded, dtype=torch.float32, device=device)
+    with torch.inference_mode():
+        for first in range(0, len(starts), batch_size):
+            corners = starts[first : first + batch_size]
+            windows = [
+                tuple(slice(s, s + p) for s, p in zip(corner, patch, strict=True))
+                for corner in corners
+            ]
+            batch = torch.stack([volume[(slice(None), *w)] for w in windows])
+            with _autocast(device):
+                out = network(batch.to(device, non_blocking=True))
+            out = out.float()
+            if tuple(out.shape) != (len(windows), channels, *patch):
+                raise ModelUnavailable(
+                    f"model {name}: network gives {tuple(out.shape)} for patches of "
+                    f"{tuple(batch.shape)}, manifest needs ({len(windows)}, {channels}, "
+                    f"{', '.join(map(str, patch))}) (batch, background + segments, "
+                    "slices, rows, columns)"
+                )
+            for window, patch_logits in zip(windows, out, strict=True):
+                logits[(slice(None), *window)] += patch_logits * weights
+                total[window] += weights
+    logits /= total
+    crop = tuple(slice(0, n) for n in shape)
+    return logits[(slice(None), *crop)].contiguous().cpu().numpy()
 
 
 def _forward(network: nn.Module, batch: torch.Tensor, device: torch.device) -> torch.Tensor:

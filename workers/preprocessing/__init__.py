@@ -7,7 +7,9 @@ concern: ``geometry`` (resample, canonical_orientation, crop_or_pad, resize_inpl
 and their exact inverses), ``intensity`` (window, scale, zscore, percentile_scale,
 clip_outliers, mask_padding), ``bias`` (n4_bias_field), ``registration`` (a second
 series onto the first's grid). ``Prepared`` records every geometric change, so a
-network's output maps back onto the source grid. Training uses these same
+network's output maps back onto the source grid. A model with several input series
+has each prepared by the same steps: intensity statistics of its own, the primary's
+geometric changes replayed, so every channel lies on the one prepared grid. Training uses these same
 functions, so a model sees at run time what it learnt on.
 """
 
@@ -74,13 +76,20 @@ class Prepared:
 
     ``array`` is float32 (slices, rows, columns) after every step; ``grid`` places it
     in patient space; ``source`` is the grid of the volume it was made from;
-    ``changes`` are the geometric steps applied, in order.
+    ``changes`` are the geometric steps applied, in order. ``additional`` holds the
+    further input series, each prepared like ``array`` and on the same grid.
     """
 
     array: np.ndarray
     grid: Grid
     source: Grid
     changes: tuple[GridChange, ...] = ()
+    additional: tuple[np.ndarray, ...] = ()
+
+    @property
+    def channels(self) -> tuple[np.ndarray, ...]:
+        """Every input channel in network order: the primary series, then the others."""
+        return (self.array, *self.additional)
 
     @property
     def source_shape(self) -> tuple[int, int, int]:
@@ -151,19 +160,38 @@ def build_steps(steps: Sequence[PreprocessStep]) -> list[Operation]:
     return operations
 
 
-def _run(volume: Volume, operations: Sequence[Operation]) -> Prepared:
+def _run(
+    volume: Volume, operations: Sequence[Operation], replay: Sequence[GridChange] | None = None
+) -> Prepared:
+    """Apply the steps; with ``replay`` (another channel's changes, in order), each
+    geometric step repeats its recorded change instead of deriving one."""
     source = Grid.of(volume)
     # A private float32 copy: steps work in place, the caller's volume stays untouched.
     state = Grid.of(volume).place(
         volume, np.array(volume.voxels, dtype=np.float32, copy=True, order="C")
     )
+    recorded = iter(replay) if replay is not None else None
     changes: list[GridChange] = []
     for operation in operations:
-        state, change = operation.apply(state)
+        change: GridChange | None
+        if recorded is not None and isinstance(operation, GeometricOperation):
+            change = next(recorded)
+            state = operation.replay(state, change)
+        else:
+            state, change = operation.apply(state)
         if change is not None:
             changes.append(change)
     return Prepared(
         array=state.voxels, grid=Grid.of(state), source=source, changes=tuple(changes)
+    )
+
+
+def _same_grid(a: Grid, b: Grid) -> bool:
+    return (
+        a.shape == b.shape
+        and np.allclose(a.spacing, b.spacing, rtol=1e-4, atol=1e-4)
+        and np.allclose(a.origin, b.origin, rtol=0, atol=1e-3)
+        and np.allclose(a.axes, b.axes, rtol=0, atol=1e-4)
     )
 
 
@@ -186,8 +214,28 @@ def preprocess_array(
     return _run(volume, build_steps(steps)).array
 
 
-def preprocess(volume: Volume, steps: Sequence[PreprocessStep]) -> Prepared:
-    """Make a network input from a volume, recording how to map outputs back."""
+def preprocess(
+    volume: Volume, steps: Sequence[PreprocessStep], additional: Sequence[Volume] = ()
+) -> Prepared:
+    """Make a network input from a volume, recording how to map outputs back.
+
+    ``additional`` are further input series already on ``volume``'s grid (same shape,
+    spacing, origin and directions; AnalysisError otherwise). Each gets the same steps:
+    intensity steps with its own statistics, geometric ones as the primary had them.
+    """
     if volume.voxels.ndim != 3 or 0 in volume.voxels.shape:
         raise SeriesNotAnalysable(f"volume of shape {volume.voxels.shape} has no slices to analyse")
-    return _run(volume, build_steps(steps))
+    operations = build_steps(steps)
+    prepared = _run(volume, operations)
+    others = []
+    for position, other in enumerate(additional, start=1):
+        if not _same_grid(Grid.of(other), prepared.source):
+            raise AnalysisError(
+                f"additional input {position} (shape {other.voxels.shape}, spacing "
+                f"{tuple(other.spacing)}) is not on the primary series' grid (shape "
+                f"{volume.voxels.shape}, spacing {tuple(volume.spacing)}): register or "
+                "resample it onto that grid first"
+            )
+        others.append(_run(other, operations, prepared.changes).array)
+    prepared.additional = tuple(others)
+    return prepared

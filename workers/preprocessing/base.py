@@ -43,3 +43,13 @@ class IntensityOperation(Operation):
 
 class GeometricOperation(Operation):
     """A step that moves voxels onto another grid, recording how for the inverse."""
+
+    @property
+    def fill(self) -> float:
+        """The value voxels outside the input take."""
+        return 0.0
+
+    def replay(self, volume: Volume, change: GridChange) -> Volume:
+        """``volume``, on the grid ``change`` came from, moved as ``apply`` moved it: a
+        further input channel follows the primary's geometry without re-deriving it."""
+        return change.target.place(volume, change.forward(volume.voxels, "linear", self.fill))

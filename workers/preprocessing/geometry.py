@@ -426,6 +426,10 @@ class CropOrPad(GeometricOperation):
     ]
     value: float = 0.0
 
+    @property
+    def fill(self) -> float:
+        return self.value
+
     def apply(self, volume: Volume) -> tuple[Volume, CropPad]:
         source = Grid.of(volume)
         shape = tuple(n if s is None else s for n, s in zip(source.shape, self.size, strict=True))
