@@ -138,9 +138,7 @@ def _volume_input(manifest: ModelManifest) -> NetworkInput:
         last = geometric[-1] if geometric else None
         if isinstance(last, CropOrPad) and None not in last.size:
             size = tuple(int(n) for n in last.size)  # type: ignore[arg-type]
-    return NetworkInput(
-        channels=manifest.input_channels, size=size, multiple=1, spatial_dims=3
-    )
+    return NetworkInput(channels=manifest.input_channels, size=size, multiple=1, spatial_dims=3)
 
 
 def open_package(path: Path) -> ModelPackage:

@@ -75,8 +75,15 @@ def make_ct_series(
     origin_vec = np.asarray(origin, dtype=np.float64)
 
     digest = hashlib.sha256(pixels.tobytes()).hexdigest()
-    identity = (patient_id, series_description, str(spacing), str(tuple(orientation)),
-                str(tuple(origin)), str(rescale), digest)
+    identity = (
+        patient_id,
+        series_description,
+        str(spacing),
+        str(tuple(orientation)),
+        str(tuple(origin)),
+        str(rescale),
+        digest,
+    )
     study_uid = study_uid or derive_uid("tests.factories", "study", patient_id)
     series_uid = series_uid or derive_uid("tests.factories", "series", study_uid, *identity)
     frame_uid = derive_uid("tests.factories", "frame-of-reference", series_uid)

@@ -425,18 +425,14 @@ def _stack_geometry(slices: Sequence[_Slice], unit: str) -> tuple[list[int], Geo
     )
     deviation = np.abs(orientations - orientations[0]).max(axis=1)
     if deviation.max() > _ORIENTATION_TOLERANCE:
-        groups = Counter(
-            tuple(round(v, 3) for v in orientation) for orientation in orientations
-        )
+        groups = Counter(tuple(round(v, 3) for v in orientation) for orientation in orientations)
         listed = "; ".join(f"{list(o)} ({n} {unit}s)" for o, n in groups.most_common(3))
         hint = (
             "several stacks in one object?"
             if unit == "frame"
             else "a localizer or a reformat mixed into the series?"
         )
-        raise SeriesNotAnalysable(
-            f"the {unit}s have different orientations: {listed} ({hint})"
-        )
+        raise SeriesNotAnalysable(f"the {unit}s have different orientations: {listed} ({hint})")
     row, column = _directions(slices[0], orientations[0])
     normal = np.cross(row, column)
 

@@ -88,7 +88,10 @@ def main() -> None:
                     seg = None
                     if output.labels is not None:
                         seg = encode_segmentation(
-                            volume, output.labels, manifest, uids["seg_series"],
+                            volume,
+                            output.labels,
+                            manifest,
+                            uids["seg_series"],
                             uids["seg_instance"],
                         )
                     encode_report(
@@ -102,9 +105,7 @@ def main() -> None:
     print(f"{args.slices} x 512 x 512 CT phantom; seconds (peak traced MiB) per stage")
     print(header)
     for device, name, timings in rows:
-        cells = " ".join(
-            f"{timings.seconds[s]:8.2f} ({timings.peak_mb[s]:6.0f})" for s in STAGES
-        )
+        cells = " ".join(f"{timings.seconds[s]:8.2f} ({timings.peak_mb[s]:6.0f})" for s in STAGES)
         print(f"{device:6} {name:22} {cells}")
     print(f"process max RSS: {maxrss_mb:.0f} MiB; torch threads: {torch.get_num_threads()}")
 

@@ -40,7 +40,12 @@ def send(files: list[Path], port: int, aec: str) -> float:
 
 def wait_port(port: int) -> None:
     for _ in range(100):
-        if subprocess.run(["echoscu", "127.0.0.1", str(port)], env=ENV, capture_output=True).returncode == 0:  # noqa: E501
+        if (
+            subprocess.run(
+                ["echoscu", "127.0.0.1", str(port)], env=ENV, capture_output=True
+            ).returncode
+            == 0
+        ):  # noqa: E501
             return
         time.sleep(0.1)
     raise RuntimeError(f"nothing answers on {port}")

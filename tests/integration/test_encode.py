@@ -141,17 +141,21 @@ class Encoded:
     uids: dict[str, str]
 
 
-def encode(series: Series, manifest: ModelManifest, labels: np.ndarray, directory: Path,
-           probabilities: dict[str, float] | None = None) -> Encoded:
-    uids = result_uids([ds.SOPInstanceUID for ds in series.volume.datasets], manifest.name,
-                       manifest.version)
+def encode(
+    series: Series,
+    manifest: ModelManifest,
+    labels: np.ndarray,
+    directory: Path,
+    probabilities: dict[str, float] | None = None,
+) -> Encoded:
+    uids = result_uids(
+        [ds.SOPInstanceUID for ds in series.volume.datasets], manifest.name, manifest.version
+    )
     seg = encode_segmentation(
         series.volume, labels, manifest, uids["seg_series"], uids["seg_instance"]
     )
     output = ModelOutput(labels=labels, probabilities=probabilities or {})
-    sr = encode_report(
-        series.volume, manifest, output, seg, uids["sr_series"], uids["sr_instance"]
-    )
+    sr = encode_report(series.volume, manifest, output, seg, uids["sr_series"], uids["sr_instance"])
     seg_path, sr_path = directory / "seg.dcm", directory / "sr.dcm"
     seg.save_as(seg_path, enforce_file_format=True)
     sr.save_as(sr_path, enforce_file_format=True)
@@ -160,8 +164,9 @@ def encode(series: Series, manifest: ModelManifest, labels: np.ndarray, director
 
 @pytest.fixture(scope="module")
 def encoded(series: Series, tmp_path_factory: pytest.TempPathFactory) -> Encoded:
-    return encode(series, segmentation_manifest(), series.labels,
-                  tmp_path_factory.mktemp("results"))
+    return encode(
+        series, segmentation_manifest(), series.labels, tmp_path_factory.mktemp("results")
+    )
 
 
 def to_bytes(ds: Dataset) -> bytes:
@@ -251,9 +256,7 @@ def test_seg_round_trips_with_segments_codes_and_references(
     assert referenced == {ds.SOPInstanceUID for ds in series.volume.datasets}
 
 
-def test_seg_pixels_reconstruct_the_label_volume_exactly(
-    series: Series, encoded: Encoded
-) -> None:
+def test_seg_pixels_reconstruct_the_label_volume_exactly(series: Series, encoded: Encoded) -> None:
     seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(io.BytesIO(to_bytes(encoded.seg))))
     numbers = seg.get_pixels_by_source_instance(
         [ds.SOPInstanceUID for ds in series.volume.datasets],
@@ -309,7 +312,9 @@ def test_sr_reports_each_segment_volume_and_references_the_seg(
     assert sr.SeriesInstanceUID == encoded.uids["sr_series"]
     assert "NOT FOR CLINICAL USE" in sr.SeriesDescription
     assert (sr.CompletionFlag, sr.VerificationFlag, sr.PreliminaryFlag) == (
-        "COMPLETE", "UNVERIFIED", "PRELIMINARY"
+        "COMPLETE",
+        "UNVERIFIED",
+        "PRELIMINARY",
     )
     source = series.volume.datasets[0]
     for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "AccessionNumber"):
@@ -376,13 +381,15 @@ def test_sr_names_the_model_as_device_observer_and_lists_every_source_image(
 
 def test_classification_finding_follows_the_threshold(series: Series, tmp_path: Path) -> None:
     manifest = classification_manifest()
-    uids = result_uids([ds.SOPInstanceUID for ds in series.volume.datasets], manifest.name,
-                       manifest.version)
+    uids = result_uids(
+        [ds.SOPInstanceUID for ds in series.volume.datasets], manifest.name, manifest.version
+    )
     # mass 0.5 reaches its threshold 0.5 exactly; nodule 0.2 stays under 0.3.
     output = ModelOutput(probabilities={"mass": 0.5, "nodule": 0.2})
 
-    sr = encode_report(series.volume, manifest, output, None, uids["sr_series"],
-                       uids["sr_instance"])
+    sr = encode_report(
+        series.volume, manifest, output, None, uids["sr_series"], uids["sr_instance"]
+    )
     path = tmp_path / "sr.dcm"
     sr.save_as(path, enforce_file_format=True)
 
@@ -395,8 +402,9 @@ def test_classification_finding_follows_the_threshold(series: Series, tmp_path: 
     expected = {"mass": (0.5, MASS, "52101004"), "nodule": (0.2, NODULE, "272519000")}
     for group in groups:
         probability, finding, presence = expected[group.tracking_identifier]
-        assert group.tracking_uid == class_tracking_uid(uids["sr_instance"],
-                                                        group.tracking_identifier)
+        assert group.tracking_uid == class_tracking_uid(
+            uids["sr_instance"], group.tracking_identifier
+        )
         assert group.tracking_uid == derive_uid(
             "ainode-class-tracking", uids["sr_instance"], group.tracking_identifier
         )
@@ -416,10 +424,17 @@ def test_classification_finding_follows_the_threshold(series: Series, tmp_path: 
 def test_same_inputs_give_identical_bytes(series: Series, encoded: Encoded) -> None:
     manifest = segmentation_manifest()
     uids = encoded.uids
-    seg = encode_segmentation(series.volume, series.labels, manifest, uids["seg_series"],
-                              uids["seg_instance"])
-    sr = encode_report(series.volume, manifest, ModelOutput(labels=series.labels), seg,
-                       uids["sr_series"], uids["sr_instance"])
+    seg = encode_segmentation(
+        series.volume, series.labels, manifest, uids["seg_series"], uids["seg_instance"]
+    )
+    sr = encode_report(
+        series.volume,
+        manifest,
+        ModelOutput(labels=series.labels),
+        seg,
+        uids["sr_series"],
+        uids["sr_instance"],
+    )
 
     assert seg.SOPInstanceUID == encoded.seg.SOPInstanceUID == uids["seg_instance"]
     assert sr.SOPInstanceUID == encoded.sr.SOPInstanceUID == uids["sr_instance"]
@@ -436,8 +451,16 @@ def test_source_without_optional_patient_and_study_values_still_encodes(
     # An anonymised series may lack Type 2 attributes altogether, not just their values.
     datasets = make_ct_series(np.zeros((3, 8, 8)), series_description="stripped")
     for ds in datasets:
-        for keyword in ("PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
-                        "StudyID", "ReferringPhysicianName", "SeriesDate", "SeriesTime"):
+        for keyword in (
+            "PatientName",
+            "PatientBirthDate",
+            "PatientSex",
+            "AccessionNumber",
+            "StudyID",
+            "ReferringPhysicianName",
+            "SeriesDate",
+            "SeriesTime",
+        ):
             delattr(ds, keyword)
     volume = load_series(write_series(datasets, tmp_path / "ct"))
     labels = np.zeros(volume.shape, dtype=np.uint8)
@@ -463,8 +486,7 @@ def test_real_scanner_image_gets_a_valid_seg_and_sr(name: str, tmp_path: Path) -
     labels = np.zeros(volume.shape, dtype=np.uint8)
     labels[0, 20:40, 30:50] = 3
 
-    result = encode(Series(volume, [Path(path)], labels), segmentation_manifest(), labels,
-                    tmp_path)
+    result = encode(Series(volume, [Path(path)], labels), segmentation_manifest(), labels, tmp_path)
 
     assert_valid_iod(result.seg_path)
     assert_valid_iod(result.sr_path)
@@ -492,8 +514,13 @@ def test_source_without_frame_of_reference_cannot_have_a_seg(
     volume = load_series(write_series(datasets, tmp_path))
 
     with pytest.raises(EncodingError, match="Frame Of Reference"):
-        encode_segmentation(volume, np.zeros(volume.shape, dtype=np.uint8),
-                            segmentation_manifest(), "1.2.3", "1.2.3.4")
+        encode_segmentation(
+            volume,
+            np.zeros(volume.shape, dtype=np.uint8),
+            segmentation_manifest(),
+            "1.2.3",
+            "1.2.3.4",
+        )
 
 
 def test_many_segments_use_the_lookup_path(series: Series) -> None:
@@ -503,8 +530,13 @@ def test_many_segments_use_the_lookup_path(series: Series) -> None:
     ]
     manifest = ModelManifest.model_validate(
         {
-            "name": "many", "version": "1", "title": "Many parts", "task": "segmentation",
-            "accepts": {}, "network": NETWORK, "outputs": {"segments": specs},
+            "name": "many",
+            "version": "1",
+            "title": "Many parts",
+            "task": "segmentation",
+            "accepts": {},
+            "network": NETWORK,
+            "outputs": {"segments": specs},
         }
     )
     labels = np.zeros_like(series.labels)
@@ -514,7 +546,8 @@ def test_many_segments_use_the_lookup_path(series: Series) -> None:
 
     assert seg.number_of_segments == 9
     pixels = seg.get_pixels_by_source_instance(
-        [ds.SOPInstanceUID for ds in series.volume.datasets], combine_segments=True,
+        [ds.SOPInstanceUID for ds in series.volume.datasets],
+        combine_segments=True,
         relabel=False,
     )
     np.testing.assert_array_equal(pixels == 9, series.labels == 3)
@@ -530,20 +563,33 @@ def test_undeclared_label_values_are_refused(series: Series) -> None:
 
 def test_labels_of_the_wrong_shape_are_refused(series: Series) -> None:
     with pytest.raises(EncodingError, match="shape"):
-        encode_segmentation(series.volume, series.labels[1:], segmentation_manifest(),
-                            "1.2.3", "1.2.3.4")
+        encode_segmentation(
+            series.volume, series.labels[1:], segmentation_manifest(), "1.2.3", "1.2.3.4"
+        )
 
 
 def test_report_of_a_segmentation_model_needs_the_seg(series: Series) -> None:
     with pytest.raises(EncodingError, match="no SEG"):
-        encode_report(series.volume, segmentation_manifest(), ModelOutput(labels=series.labels),
-                      None, "1.2.3", "1.2.3.4")
+        encode_report(
+            series.volume,
+            segmentation_manifest(),
+            ModelOutput(labels=series.labels),
+            None,
+            "1.2.3",
+            "1.2.3.4",
+        )
 
 
 def test_report_needs_every_class_probability(series: Series) -> None:
     with pytest.raises(EncodingError, match="nodule"):
-        encode_report(series.volume, classification_manifest(),
-                      ModelOutput(probabilities={"mass": 0.9}), None, "1.2.3", "1.2.3.4")
+        encode_report(
+            series.volume,
+            classification_manifest(),
+            ModelOutput(probabilities={"mass": 0.9}),
+            None,
+            "1.2.3",
+            "1.2.3.4",
+        )
 
 
 def test_encoding_time_of_a_full_ct_volume() -> None:

@@ -176,7 +176,8 @@ def test_real_image_loads_with_sane_geometry_and_values(name: str) -> None:
         assert np.linalg.norm(direction) == pytest.approx(1.0)
     assert abs(float(np.dot(volume.row_direction, volume.column_direction))) < 1e-3
     np.testing.assert_allclose(
-        volume.slice_direction, np.cross(volume.row_direction, volume.column_direction),
+        volume.slice_direction,
+        np.cross(volume.row_direction, volume.column_direction),
         atol=1e-6,
     )
     assert len(volume.datasets) == volume.shape[0]
@@ -252,9 +253,7 @@ def test_segmentation_pipeline_on_real_ct(
     name: str, packages: dict[str, ModelPackage], cache: NetworkCache, tmp_path: Path
 ) -> None:
     path = shipped_file(name)
-    has_frame_of_reference = "FrameOfReferenceUID" in pydicom.dcmread(
-        path, stop_before_pixels=True
-    )
+    has_frame_of_reference = "FrameOfReferenceUID" in pydicom.dcmread(path, stop_before_pixels=True)
 
     if not has_frame_of_reference:
         # A SEG must share its source's frame of reference: refused, with the reason.
@@ -305,7 +304,8 @@ def assert_seg_frames_reference_their_source_frames(
     # Every slice holding a segment has its frame; the others were left out as empty.
     for segment, frames in seen.items():
         holding = {
-            frame for frame in volume.frame_numbers
+            frame
+            for frame in volume.frame_numbers
             if (labels[slice_of_frame[frame]] == label_of[segment]).any()
         }
         assert frames == holding or (not holding and len(frames) == len(volume.frame_numbers))
@@ -329,8 +329,12 @@ def test_real_enhanced_ct_seg_references_the_frames_it_was_computed_on(
 def shuffled_enhanced_ct(directory: Path) -> Path:
     """A Legacy Converted Enhanced CT of a chest phantom, frames in no spatial order."""
     phantom = make_phantom(np.random.default_rng(5), (16, 128, 128), (2.5, 2.5, 2.5), lesions=2)
-    datasets = make_ct_series(phantom.hu, phantom.spacing, origin=(-160.0, -160.0, -20.0),
-                              series_description="Phantom for enhanced CT")
+    datasets = make_ct_series(
+        phantom.hu,
+        phantom.spacing,
+        origin=(-160.0, -160.0, -20.0),
+        series_description="Phantom for enhanced CT",
+    )
     series_uid = str(datasets[0].SeriesInstanceUID)
     enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
         datasets,
@@ -383,7 +387,8 @@ def test_shuffled_enhanced_ct_round_trips_through_the_seg(
     np.testing.assert_array_equal(lookup[numbers], labels)
     sr = hd.sr.srread(paths["SR"])
     assert {uids[2] for uids in sr.get_evidence()} == {
-        str(volume.datasets[0].SOPInstanceUID), str(seg.SOPInstanceUID)
+        str(volume.datasets[0].SOPInstanceUID),
+        str(seg.SOPInstanceUID),
     }
 
 

@@ -39,8 +39,9 @@ def labelled_volume(
 ) -> tuple[Volume, np.ndarray]:
     """Three ellipsoidal objects (labels 1..3) and an image of them; ``axes`` rows are
     the (slice, row, column) directions."""
-    grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)],
-                        indexing="ij")
+    grids = np.meshgrid(
+        *[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij"
+    )
     extent = [max((n - 1) * s, 1e-6) for n, s in zip(shape, spacing, strict=True)]
     labels = np.zeros(shape, dtype=np.uint8)
     for label, centre in enumerate([(0.5, 0.35, 0.3), (0.5, 0.6, 0.7), (0.5, 0.3, 0.7)], 1):
@@ -127,8 +128,14 @@ def test_reorientation_is_exact_and_follows_the_code(code):
     axes = np.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
     volume, labels = labelled_volume((12, 40, 36), (2.0, 1.0, 1.5), axes=axes)
     prepared = preprocess(volume, [step("canonical_orientation", code=code)])
-    letters = {"L": [1, 0, 0], "R": [-1, 0, 0], "P": [0, 1, 0], "A": [0, -1, 0],
-               "S": [0, 0, 1], "I": [0, 0, -1]}
+    letters = {
+        "L": [1, 0, 0],
+        "R": [-1, 0, 0],
+        "P": [0, 1, 0],
+        "A": [0, -1, 0],
+        "S": [0, 0, 1],
+        "I": [0, 0, -1],
+    }
     # Code letters are for columns, rows, slices: array axes 2, 1, 0.
     expected = np.array([letters[code[2]], letters[code[1]], letters[code[0]]], dtype=float)
     np.testing.assert_allclose(prepared.grid.axes, expected, atol=1e-12)
@@ -166,10 +173,16 @@ def test_shipped_resize_maps_scores_back_bilinearly_as_before():
     volume, _ = labelled_volume((3, 200, 150), (2.0, 0.7, 0.9))
     prepared = preprocess(volume, [step("resize_inplane", size=[64, 64])])
     scores = np.random.default_rng(1).normal(size=(2, 3, 64, 64)).astype(np.float32)
-    expected = F.interpolate(
-        torch.from_numpy(scores.transpose(1, 0, 2, 3)), size=(200, 150), mode="bilinear",
-        align_corners=False,
-    ).numpy().transpose(1, 0, 2, 3)
+    expected = (
+        F.interpolate(
+            torch.from_numpy(scores.transpose(1, 0, 2, 3)),
+            size=(200, 150),
+            mode="bilinear",
+            align_corners=False,
+        )
+        .numpy()
+        .transpose(1, 0, 2, 3)
+    )
     np.testing.assert_array_equal(prepared.to_source(scores, "linear"), expected)
     # Slice-wise grids map back a few slices at a time.
     np.testing.assert_array_equal(prepared.to_source(scores[:, 1:2], "linear"), expected[:, 1:2])

@@ -51,9 +51,7 @@ def test_shuffled_files_load_in_slice_order(tmp_path: Path, hu: np.ndarray) -> N
     assert volume.spacing == pytest.approx((2.5, 0.7, 0.8))
     np.testing.assert_allclose(volume.origin, (-10.0, 20.0, -30.0))
     np.testing.assert_allclose(volume.slice_direction, (0, 0, 1))
-    assert [ds.SOPInstanceUID for ds in volume.datasets] == [
-        ds.SOPInstanceUID for ds in datasets
-    ]
+    assert [ds.SOPInstanceUID for ds in volume.datasets] == [ds.SOPInstanceUID for ds in datasets]
     assert volume.voxel_volume_ml == pytest.approx(2.5 * 0.7 * 0.8 / 1000)
 
 
@@ -97,9 +95,7 @@ def test_pixel_data_is_dropped_but_headers_are_kept(tmp_path: Path, hu: np.ndarr
         assert "ImagePositionPatient" in ds
 
 
-def test_small_irregularities_within_tolerance_are_accepted(
-    tmp_path: Path, hu: np.ndarray
-) -> None:
+def test_small_irregularities_within_tolerance_are_accepted(tmp_path: Path, hu: np.ndarray) -> None:
     datasets = make_ct_series(hu, (2.5, 1.0, 1.0))
     z = float(datasets[2].ImagePositionPatient[2])
     datasets[2].ImagePositionPatient = [0, 0, f"{z + 0.004:.4f}"]
@@ -373,8 +369,9 @@ def test_any_file_loads_or_is_refused_with_a_reason(path: Path) -> None:
 # Multi-frame (enhanced) objects --------------------------------------------------
 
 
-def legacy_converted(hu: np.ndarray, spacing: tuple[float, float, float] = (2.5, 0.7, 0.8),
-                     **kwargs: object) -> Dataset:
+def legacy_converted(
+    hu: np.ndarray, spacing: tuple[float, float, float] = (2.5, 0.7, 0.8), **kwargs: object
+) -> Dataset:
     """A Legacy Converted Enhanced CT Image of ``hu``, made by highdicom's converter."""
     datasets = make_ct_series(hu, spacing, **kwargs)  # type: ignore[arg-type]
     series_uid = str(datasets[0].SeriesInstanceUID)
@@ -396,10 +393,12 @@ def reorder_frames(ds: Dataset, order: Sequence[int]) -> Dataset:
 
 
 def frame_positions(ds: Dataset) -> np.ndarray:
-    return np.array([
-        [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
-        for item in ds.PerFrameFunctionalGroupsSequence
-    ])
+    return np.array(
+        [
+            [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+            for item in ds.PerFrameFunctionalGroupsSequence
+        ]
+    )
 
 
 def write(ds: Dataset, directory: Path, name: str = "enhanced.dcm") -> Path:

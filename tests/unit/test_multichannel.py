@@ -16,7 +16,7 @@ from torch import nn
 from models.architectures import unet2d
 from models.manifest import PreprocessStep
 from models.registry import discover_packages, open_package
-from tests.unit.test_sliding_window import (
+from tests.model_packages import (
     onnx_export3d,
     pointwise3d,
     random_volume,
@@ -74,8 +74,11 @@ def test_a_two_channel_2d_network_sees_both_series(tmp_path):
 
 def test_a_two_channel_3d_network_sees_both_series(tmp_path):
     folder = write_package(
-        tmp_path / "difference-3d", pointwise3d(in_channels=2), roles=("t2",),
-        spatial_dims=3, patch_size=[8, 16, 16],
+        tmp_path / "difference-3d",
+        pointwise3d(in_channels=2),
+        roles=("t2",),
+        spatial_dims=3,
+        patch_size=[8, 16, 16],
     )
     first = random_volume((11, 21, 18), seed=21)
     second = random_volume((11, 21, 18), seed=22) - 0.5
@@ -116,15 +119,24 @@ def test_discovery_refuses_a_network_whose_channels_differ_from_the_inputs(tmp_p
         root / "module-one-channel" / "weights.pt",
     )
     write_package(
-        root / "module-one-channel", None, roles=("pet",), format="module",
-        architecture="unet2d", weights="weights.pt",
+        root / "module-one-channel",
+        None,
+        roles=("pet",),
+        format="module",
+        architecture="unet2d",
+        weights="weights.pt",
         parameters={"in_channels": 1, "out_channels": 2, "width": 2, "depth": 1},
     )
     (root / "onnx-3d-one-channel").mkdir()
     onnx_export3d(pointwise3d(), root / "onnx-3d-one-channel" / "network.onnx", 5)
     write_package(
-        root / "onnx-3d-one-channel", None, roles=("pet",), format="onnx",
-        weights="network.onnx", spatial_dims=3, patch_size=[8, 16, 16],
+        root / "onnx-3d-one-channel",
+        None,
+        roles=("pet",),
+        format="onnx",
+        weights="network.onnx",
+        spatial_dims=3,
+        patch_size=[8, 16, 16],
     )
     write_package(root / "ok", difference2d(), roles=("pet",))
     registry = discover_packages(root)

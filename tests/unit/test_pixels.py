@@ -105,8 +105,10 @@ def test_a_frames_pixel_value_transformation_overrides_the_shared_one() -> None:
         return group
 
     per_frame, shared = transformation("-1000"), transformation("-1024")
-    ds = image(PerFrameFunctionalGroupsSequence=[per_frame, Dataset()],
-               SharedFunctionalGroupsSequence=[shared])
+    ds = image(
+        PerFrameFunctionalGroupsSequence=[per_frame, Dataset()],
+        SharedFunctionalGroupsSequence=[shared],
+    )
 
     first = pixels.modality_transform(ds, pixels.functional_groups(ds, 1))
     second = pixels.modality_transform(ds, pixels.functional_groups(ds, 2))
@@ -141,8 +143,9 @@ def test_monochrome1_is_inverted_within_the_range_it_can_hold() -> None:
 
 
 def test_monochrome1_with_a_rescale_stays_in_the_rescaled_range() -> None:
-    ds = image("MONOCHROME1", Modality="DX", RescaleSlope="2", RescaleIntercept="10",
-               RescaleType="US")
+    ds = image(
+        "MONOCHROME1", Modality="DX", RescaleSlope="2", RescaleIntercept="10", RescaleType="US"
+    )
 
     # Stored 0..1023 rescale to 10..2056: inverting maps 10 to 2056 and back.
     assert pixels.inversion_pivot(ds) == pytest.approx(10 + 2056)
@@ -152,17 +155,19 @@ def test_monochrome1_with_a_rescale_stays_in_the_rescaled_range() -> None:
     ("attributes", "inverted"),
     [
         ({"Modality": "CT", "RescaleSlope": "1", "RescaleIntercept": "-1024"}, False),
-        ({"Modality": "MR", "RescaleSlope": "1", "RescaleIntercept": "0",
-          "RescaleType": "HU"}, False),
+        (
+            {"Modality": "MR", "RescaleSlope": "1", "RescaleIntercept": "0", "RescaleType": "HU"},
+            False,
+        ),
         ({"Modality": "PT"}, False),
-        ({"Modality": "MR", "RescaleSlope": "1", "RescaleIntercept": "0",
-          "RescaleType": "US"}, True),
+        (
+            {"Modality": "MR", "RescaleSlope": "1", "RescaleIntercept": "0", "RescaleType": "US"},
+            True,
+        ),
         ({"Modality": "CR"}, True),
     ],
 )
-def test_quantitative_values_are_never_inverted(
-    attributes: dict[str, str], inverted: bool
-) -> None:
+def test_quantitative_values_are_never_inverted(attributes: dict[str, str], inverted: bool) -> None:
     assert (pixels.inversion_pivot(image("MONOCHROME1", **attributes)) is not None) is inverted
 
 
@@ -206,9 +211,7 @@ def test_window_matches_pydicom(name: str, function: str) -> None:
     values = modality_values(ds)
     low, high = pydicom_output_range(ds)
 
-    expected = (apply_windowing(values.astype(np.float64), copy.deepcopy(ds)) - low) / (
-        high - low
-    )
+    expected = (apply_windowing(values.astype(np.float64), copy.deepcopy(ds)) - low) / (high - low)
 
     np.testing.assert_allclose(pixels.apply_voi(values, ds), expected, atol=1e-5)
 
@@ -231,9 +234,7 @@ def test_voi_lut_sequence_matches_pydicom() -> None:
 
     expected = apply_voi(stored, ds) / (2**bits - 1)
 
-    np.testing.assert_allclose(
-        pixels.apply_voi(stored.astype(np.float32), ds), expected, atol=1e-6
-    )
+    np.testing.assert_allclose(pixels.apply_voi(stored.astype(np.float32), ds), expected, atol=1e-6)
 
 
 def test_monochrome1_volume_is_shown_as_a_viewer_shows_it() -> None:

@@ -31,8 +31,17 @@ def volume_of(voxels: np.ndarray) -> Volume:
 
 def test_registry_has_the_documented_steps():
     assert {
-        "window", "scale", "zscore", "percentile_scale", "clip_outliers", "mask_padding",
-        "n4_bias_field", "resample", "canonical_orientation", "crop_or_pad", "resize_inplane",
+        "window",
+        "scale",
+        "zscore",
+        "percentile_scale",
+        "clip_outliers",
+        "mask_padding",
+        "n4_bias_field",
+        "resample",
+        "canonical_orientation",
+        "crop_or_pad",
+        "resize_inplane",
     } <= set(STEPS)
 
 

@@ -8,20 +8,25 @@ blended windows must reproduce. Packages are written to tmp_path as a site would
 
 from __future__ import annotations
 
-import hashlib
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from models.architectures import unet3d
 from models.manifest import ManifestError
 from models.registry import ModelPackage, discover_packages, open_package
+from tests.model_packages import (
+    CPU,
+    onnx_export3d,
+    pointwise3d,
+    random_volume,
+    volume_of,
+    write_package,
+)
 from workers.infer import (
     NetworkCache,
     _window_starts,
@@ -29,81 +34,6 @@ from workers.infer import (
     run_model,
     sliding_window,
 )
-from workers.volume import Volume
-
-CPU = torch.device("cpu")
-CODE = {"value": "1", "scheme": "99TEST", "meaning": "test"}
-SEGMENT = {"label": 1, "name": "Bright", "category": CODE, "type": CODE}
-
-
-def volume_of(voxels: np.ndarray, spacing=(2.0, 1.0, 1.0)) -> Volume:  # noqa: ANN001
-    return Volume(
-        voxels=np.asarray(voxels, dtype=np.float32),
-        spacing=spacing,
-        origin=np.zeros(3),
-        row_direction=np.array([1.0, 0.0, 0.0]),
-        column_direction=np.array([0.0, 1.0, 0.0]),
-        slice_direction=np.array([0.0, 0.0, 1.0]),
-        datasets=[],
-    )
-
-
-def write_package(
-    folder: Path,
-    network: nn.Module | None,
-    *,
-    task: str = "segmentation",
-    roles: tuple[str, ...] = (),
-    preprocessing: list[dict] | None = None,
-    **spec: object,
-) -> Path:
-    """A package in ``folder``: the network as TorchScript (or the file ``spec`` names,
-    already there), a model.yaml whose ``network`` is ``spec`` plus the file's sha256."""
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = {"format": "torchscript", **spec}
-    if "bundle" not in spec:
-        spec.setdefault("weights", "network.ts")
-    if network is not None:
-        torch.jit.save(torch.jit.script(network.eval()), str(folder / "network.ts"))
-    file = folder / str(spec.get("weights", "bundle/models/model.ts"))
-    spec["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()
-    manifest = {
-        "name": folder.name,
-        "version": "1",
-        "title": f"test network {folder.name}",
-        "task": task,
-        "accepts": {"modality": ["CT"]},
-        "additional_inputs": [
-            {"role": role, "accepts": {"modality": ["PT"]}, "registration": "none"}
-            for role in roles
-        ],
-        "preprocessing": preprocessing or [],
-        "network": spec,
-        "outputs": (
-            {"segments": [SEGMENT]}
-            if task == "segmentation"
-            else {"classes": [{"name": "bright", "finding": CODE}]}
-        ),
-    }
-    (folder / "model.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-    return folder
-
-
-def pointwise3d(in_channels: int = 1) -> nn.Conv3d:
-    """Background logit 0.5, foreground logit ch0 - ch1 - ...: bright voxels (> 0.5)."""
-    conv = nn.Conv3d(in_channels, 2, 1)
-    with torch.no_grad():
-        conv.weight.zero_()
-        conv.weight[1, 0] = 1.0
-        conv.weight[1, 1:] = -1.0
-        conv.bias.copy_(torch.tensor([0.5, 0.0]))
-    return conv
-
-
-def random_volume(shape: tuple[int, ...], seed: int = 7) -> np.ndarray:
-    # Values on a grid of 1/64 away from 0.5: no label ties.
-    values = np.random.default_rng(seed).integers(0, 64, shape).astype(np.float32) / 64 + 1 / 128
-    return values
 
 
 def test_window_starts_overlap_and_end_flush():
@@ -157,7 +87,10 @@ def test_a_3x3x3_network_agrees_with_the_whole_volume_away_from_window_edges():
 
 def test_run_model_segments_with_a_3d_torchscript_package(tmp_path):
     folder = write_package(
-        tmp_path / "bright-3d", pointwise3d(), spatial_dims=3, patch_size=[8, 16, 16],
+        tmp_path / "bright-3d",
+        pointwise3d(),
+        spatial_dims=3,
+        patch_size=[8, 16, 16],
         patch_overlap=0.25,
     )
     package = open_package(folder)
@@ -178,7 +111,10 @@ def test_a_volume_smaller_than_the_patch_is_padded_and_cropped_back(tmp_path):
 
 def test_a_3d_network_maps_back_through_resampling(tmp_path):
     folder = write_package(
-        tmp_path / "bright-resampled", pointwise3d(), spatial_dims=3, patch_size=[8, 8, 8],
+        tmp_path / "bright-resampled",
+        pointwise3d(),
+        spatial_dims=3,
+        patch_size=[8, 8, 8],
         preprocessing=[{"step": "resample", "spacing": [2.0, 2.0, 2.0], "order": 0}],
     )
     voxels = np.zeros((10, 24, 24), np.float32)
@@ -197,7 +133,10 @@ class MeanBrightness(nn.Module):
 
 def test_3d_classification_is_one_pass_over_the_prepared_volume(tmp_path):
     folder = write_package(
-        tmp_path / "bright-class", MeanBrightness(), task="classification", spatial_dims=3,
+        tmp_path / "bright-class",
+        MeanBrightness(),
+        task="classification",
+        spatial_dims=3,
         preprocessing=[{"step": "crop_or_pad", "size": [4, 8, 8], "value": 0.0}],
     )
     package = open_package(folder)
@@ -214,27 +153,18 @@ def test_a_unet3d_module_package_runs(tmp_path):
     network = unet3d(in_channels=1, out_channels=2, width=2, depth=1)
     torch.save(network.state_dict(), folder / "weights.pt")
     write_package(
-        folder, None, format="module", architecture="unet3d", weights="weights.pt",
+        folder,
+        None,
+        format="module",
+        architecture="unet3d",
+        weights="weights.pt",
         parameters={"in_channels": 1, "out_channels": 2, "width": 2, "depth": 1},
-        spatial_dims=3, patch_size=[8, 16, 16],
+        spatial_dims=3,
+        patch_size=[8, 16, 16],
     )
     voxels = random_volume((10, 20, 18))
     output = run_model(open_package(folder), volume_of(voxels), CPU, NetworkCache())
     assert output.labels.shape == voxels.shape and set(np.unique(output.labels)) <= {0, 1}
-
-
-def onnx_export3d(network: nn.Module, path: Path, rank: int) -> None:
-    shape = (1, 1, 8, 16, 16) if rank == 5 else (1, 1, 16, 16)
-    names = ["batch", "channels", "slices", "rows", "columns"]
-    names = names[:2] + names[7 - rank :]
-    axes = {i: n for i, n in enumerate(names) if n != "channels"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            network, (torch.zeros(shape),), str(path), dynamo=False,
-            input_names=["image"], output_names=["logits"],
-            dynamic_axes={"image": axes, "logits": axes},
-        )
 
 
 def write_bundle(folder: Path, spatial_shape: list) -> None:
@@ -272,8 +202,12 @@ def test_discovery_checks_3d_packages(tmp_path):
     (root / "unet3d-as-2d").mkdir()
     torch.save(unet3d(width=2, depth=1).state_dict(), root / "unet3d-as-2d" / "weights.pt")
     write_package(
-        root / "unet3d-as-2d", None, format="module", architecture="unet3d",
-        weights="weights.pt", parameters={"width": 2, "depth": 1},
+        root / "unet3d-as-2d",
+        None,
+        format="module",
+        architecture="unet3d",
+        weights="weights.pt",
+        parameters={"width": 2, "depth": 1},
     )
 
     registry = discover_packages(root)

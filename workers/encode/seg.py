@@ -159,8 +159,10 @@ def software_versions(manifest: ModelManifest) -> list[str]:
         node_version = importlib.metadata.version("ainode")
     except importlib.metadata.PackageNotFoundError:
         node_version = "unknown"
-    return [f"ainode {node_version}"[:_LO_LENGTH],
-            f"{manifest.name} {manifest.version}"[:_LO_LENGTH]]
+    return [
+        f"ainode {node_version}"[:_LO_LENGTH],
+        f"{manifest.name} {manifest.version}"[:_LO_LENGTH],
+    ]
 
 
 def device_serial_number(manifest: ModelManifest) -> str:
@@ -327,9 +329,7 @@ def _segment_number_array(
     """``labels`` with each manifest label value replaced by its segment number."""
     labels = np.asarray(labels)
     if labels.shape != volume.shape:
-        raise EncodingError(
-            f"label volume has shape {labels.shape}, the series {volume.shape}"
-        )
+        raise EncodingError(f"label volume has shape {labels.shape}, the series {volume.shape}")
     if labels.dtype.kind not in "iub":
         raise EncodingError(f"label volume must hold integers, not {labels.dtype}")
     segments = manifest.outputs.segments

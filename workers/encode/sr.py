@@ -87,8 +87,9 @@ def encode_report(
         segments without labels or SEG) or highdicom refuses the object.
     """
     try:
-        sr = _build_report(volume, manifest, output, segmentation, series_uid, instance_uid,
-                           series_number)
+        sr = _build_report(
+            volume, manifest, output, segmentation, series_uid, instance_uid, series_number
+        )
     except (ValueError, TypeError, AttributeError) as exc:
         raise EncodingError(f"cannot encode the report as DICOM SR: {exc}") from exc
     _insert_image_library(sr, source_instances(volume))
@@ -258,9 +259,7 @@ def _class_group(
             manufacturer=manifest.manufacturer,
             parameters=[f"threshold={spec.threshold:g}"],
         ),
-        measurements=[
-            hd.sr.Measurement(name=PROBABILITY, value=probability, unit=NO_UNITS)
-        ],
+        measurements=[hd.sr.Measurement(name=PROBABILITY, value=probability, unit=NO_UNITS)],
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(
                 name=finding, value=PRESENT if probability >= spec.threshold else ABSENT

@@ -181,9 +181,7 @@ def _run(
             state, change = operation.apply(state)
         if change is not None:
             changes.append(change)
-    return Prepared(
-        array=state.voxels, grid=Grid.of(state), source=source, changes=tuple(changes)
-    )
+    return Prepared(array=state.voxels, grid=Grid.of(state), source=source, changes=tuple(changes))
 
 
 def _same_grid(a: Grid, b: Grid) -> bool:

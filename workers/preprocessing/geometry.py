@@ -119,24 +119,26 @@ def _sample_axis(values: np.ndarray, axis: int, coords: np.ndarray, order: int) 
     return below
 
 
-def _sample_axes(
-    values: np.ndarray, coords: list[np.ndarray], order: int
-) -> np.ndarray:
+def _sample_axes(values: np.ndarray, coords: list[np.ndarray], order: int) -> np.ndarray:
     """Separable sampling of the last three axes at per-axis fractional indices."""
     lead = _lead(values)
     if order == 3:
-        scale = [
-            (c[1] - c[0]) if len(c) > 1 else 1.0 for c in coords
-        ]
+        scale = [(c[1] - c[0]) if len(c) > 1 else 1.0 for c in coords]
         offset = [float(c[0]) for c in coords]
         flat = values.reshape(-1, *values.shape[lead:]).astype(np.float32, copy=False)
-        out = np.stack([
-            ndimage.affine_transform(
-                item, np.asarray(scale), offset=offset,
-                output_shape=tuple(len(c) for c in coords), order=3, mode="nearest",
-            )
-            for item in flat
-        ])
+        out = np.stack(
+            [
+                ndimage.affine_transform(
+                    item,
+                    np.asarray(scale),
+                    offset=offset,
+                    output_shape=tuple(len(c) for c in coords),
+                    order=3,
+                    mode="nearest",
+                )
+                for item in flat
+            ]
+        )
         return out.reshape(*values.shape[:lead], *out.shape[1:])
     # The axis that shrinks most goes first, so later passes touch fewer voxels.
     for axis in sorted(range(3), key=lambda a: len(coords[a]) / values.shape[lead + a]):
@@ -185,9 +187,7 @@ class Rescaling(GridChange):
 
 
 def _rescaled_grid(grid: Grid, shape: tuple[int, int, int], step, offset) -> Grid:
-    origin = grid.origin + sum(
-        offset[a] * grid.spacing[a] * grid.axes[a] for a in range(3)
-    )
+    origin = grid.origin + sum(offset[a] * grid.spacing[a] * grid.axes[a] for a in range(3))
     spacing = tuple(grid.spacing[a] * step[a] for a in range(3))
     return Grid(shape=shape, spacing=spacing, origin=origin, axes=grid.axes)  # type: ignore[arg-type]
 
@@ -372,10 +372,12 @@ class CanonicalOrientation(GeometricOperation):
             shape=tuple(source.shape[a] for a in permutation),  # type: ignore[arg-type]
             spacing=tuple(source.spacing[a] for a in permutation),  # type: ignore[arg-type]
             origin=origin,
-            axes=np.stack([
-                -source.axes[a] if flip else source.axes[a]
-                for a, flip in zip(permutation, flips, strict=True)
-            ]),
+            axes=np.stack(
+                [
+                    -source.axes[a] if flip else source.axes[a]
+                    for a, flip in zip(permutation, flips, strict=True)
+                ]
+            ),
         )
         change = Reorientation(source, target, permutation, flips)  # type: ignore[arg-type]
         return target.place(volume, change.forward(volume.voxels, "nearest", 0.0)), change
