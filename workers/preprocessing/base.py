@@ -8,6 +8,7 @@ mapped back. Both act on a ``Volume`` whose ``voxels`` they may modify in place:
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -25,17 +26,17 @@ class Operation(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @abstractmethod
     def apply(self, volume: Volume) -> tuple[Volume, GridChange | None]:
         """The transformed volume, and the grid change when the step moved voxels."""
-        raise NotImplementedError
 
 
 class IntensityOperation(Operation):
     """A step that changes values, never where they are."""
 
+    @abstractmethod
     def adjust(self, array: np.ndarray, volume: Volume) -> np.ndarray:
         """New float32 (slices, rows, columns) values, computed in place where possible."""
-        raise NotImplementedError
 
     def apply(self, volume: Volume) -> tuple[Volume, None]:
         return replace(volume, voxels=self.adjust(volume.voxels, volume)), None

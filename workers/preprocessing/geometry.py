@@ -16,6 +16,7 @@ output index ``i`` samples input ``(i + 0.5) * old / new - 0.5``.
 from __future__ import annotations
 
 import itertools
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from typing import Annotated, Literal
 
@@ -71,7 +72,7 @@ class Grid:
         )
 
 
-class GridChange:
+class GridChange(ABC):
     """How one geometric step moved voxels: applied forward, or inverted."""
 
     source: Grid
@@ -82,11 +83,13 @@ class GridChange:
         """Whether output slice ``k`` is made from input slice ``k`` alone."""
         return False
 
+    @abstractmethod
     def forward(self, values: np.ndarray, interpolation: Interpolation, fill: float) -> np.ndarray:
-        raise NotImplementedError
+        """``values`` on the source grid taken to the target grid."""
 
+    @abstractmethod
     def inverse(self, values: np.ndarray, interpolation: Interpolation, fill: float) -> np.ndarray:
-        raise NotImplementedError
+        """``values`` on the target grid taken back to the source grid."""
 
 
 def _lead(values: np.ndarray) -> int:
