@@ -6,7 +6,11 @@ decode), places every slice in patient space, sorts the slices along the slice
 normal and checks the geometry. A series is either single-frame images (classic CT,
 MR, CR, ...) or one multi-frame instance whose Per-Frame and Shared Functional
 Groups place each frame (enhanced CT/MR, legacy converted enhanced); both become
-the same list of slices before any geometry is checked. What pixel values mean
+the same list of slices before any geometry is checked. A series of single-frame
+images whose slice positions repeat over time (dynamic, perfusion, fMRI-like: each
+position at several temporal positions) is a 4D series: the volume of its first
+temporal position, with every temporal position and each image's acquisition time
+besides (``Volume.timepoints``, ``Volume.slice_times``). What pixel values mean
 (rescale, Modality LUT, MONOCHROME1, colour) is :mod:`workers.pixels`' business.
 
 Whatever it refuses it refuses with :class:`~workers.errors.SeriesNotAnalysable`
@@ -19,6 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +34,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import iter_pixels
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.valuerep import DA, DT, TM
 
 from node.uids import InvalidUID, validate_uid
 from workers.errors import SeriesNotAnalysable
@@ -51,6 +57,12 @@ _GAP_RELATIVE_TOLERANCE = 0.01
 _GAP_ABSOLUTE_TOLERANCE_MM = 0.01
 # Direction cosines of two instances further apart than this are different orientations.
 _ORIENTATION_TOLERANCE = 1e-3
+
+# What tells the images of one slice position apart in a 4D series, in order of
+# preference: the first that every image has and that differs between the images of
+# each position orders them.
+_TEMPORAL_KEYWORDS = ("TemporalPositionIdentifier", "TriggerTime", "AcquisitionTime", "ContentTime")
+_EPOCH = datetime(1970, 1, 1)
 
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _DEFAULT_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -130,12 +142,20 @@ def _load(paths: Sequence[Path]) -> Volume:
         unit = "instance"
         slices = [_instance_slice(ds) for ds in datasets]
     pixel_spacing = _pixel_spacing(slices, unit)
+    phases = None if multi_frame else _temporal_positions(slices)
+    if phases is not None:
+        slices = phases[0]
 
     if len(slices) == 1:
         order, geometry = [0], _single_slice_geometry(slices[0])
     else:
         order, geometry = _stack_geometry(slices, unit)
     slices = [slices[i] for i in order]
+    if phases is not None:
+        phases = [[phase[i] for i in order] for phase in phases]
+        for phase in phases[1:]:
+            if len(phase) > 1:
+                _stack_geometry(phase, unit)  # the same checks for every temporal position
 
     # One constant for the whole series, from its first slice's header, so that
     # equal modality values stay equal across slices once inverted.
@@ -146,6 +166,14 @@ def _load(paths: Sequence[Path]) -> Volume:
     else:
         for index, piece in enumerate(slices):
             _decode_instance(piece, index, voxels[index], pivot)
+    timepoints = slice_times = None
+    if phases is not None:
+        timepoints = np.empty((len(phases), *voxels.shape), dtype=np.float32)
+        timepoints[0] = voxels
+        for time, phase in enumerate(phases[1:], start=1):
+            for index, piece in enumerate(phase):
+                _decode_instance(piece, index, timepoints[time, index], pivot)
+        slice_times = _slice_times(phases)
     # Later steps need the headers only (highdicom reads metadata, never the source
     # pixels), so the decoded copy above is the only one kept.
     for ds in datasets:
@@ -163,6 +191,8 @@ def _load(paths: Sequence[Path]) -> Volume:
         slice_direction=slice_direction,
         datasets=[piece.dataset for piece in slices],
         frame_numbers=[int(piece.frame or 1) for piece in slices] if multi_frame else None,
+        timepoints=timepoints,
+        slice_times=slice_times,
     )
 
 
@@ -478,6 +508,141 @@ def _stack_geometry(slices: Sequence[_Slice], unit: str) -> tuple[list[int], Geo
         )
 
     return [int(i) for i in order], (positions[0], row, column, normal, spacing)
+
+
+def _temporal_positions(slices: Sequence[_Slice]) -> list[list[_Slice]] | None:
+    """The images of a 4D series by temporal position (each in the input's slice
+    order), or None when no slice position repeats or nothing tells the images of a
+    repeated position apart (left to the geometry checks, which refuse duplicates).
+
+    Refuses a 4D series whose positions have different numbers of temporal positions.
+    """
+    groups: dict[tuple[int, ...], list[_Slice]] = {}
+    for piece in slices:
+        position = piece.position
+        if position is None or len(position) != 3:
+            return None
+        key = tuple(round(float(v) / _DUPLICATE_TOLERANCE_MM) for v in position)
+        groups.setdefault(key, []).append(piece)
+    if all(len(group) == 1 for group in groups.values()):
+        return None
+    for keyword in _TEMPORAL_KEYWORDS:
+        values = [[_temporal_value(p.dataset, keyword) for p in g] for g in groups.values()]
+        if all(None not in v and len(set(v)) == len(v) for v in values):
+            break
+    else:
+        return None
+
+    counts = Counter(len(group) for group in groups.values())
+    if len(counts) > 1:
+        usual, _ = counts.most_common(1)[0]
+        odd = next(g for g in groups.values() if len(g) != usual)
+        at = ", ".join(f"{float(v):g}" for v in odd[0].position or ())
+        listed = ", ".join(
+            f"{n} position(s) with {count}" for count, n in sorted(counts.items(), reverse=True)
+        )
+        raise SeriesNotAnalysable(
+            f"a 4D series (slice positions repeated, told apart by {keyword}) must have "
+            f"the same number of temporal positions at every slice position: {listed} "
+            f"(e.g. {len(odd)} at ({at}) mm, instance(s) "
+            f"{', '.join(p.number for p in odd[:5])}); an incomplete dynamic acquisition, "
+            "or a duplicated slice?"
+        )
+    ordered = [
+        [group[i] for i in sorted(range(len(group)), key=value.__getitem__)]
+        for group, value in zip(groups.values(), values, strict=True)
+    ]
+    if keyword == "TemporalPositionIdentifier":
+        expected = sorted(values[0])
+        for group, value in zip(ordered, values, strict=True):
+            if sorted(value) != expected:
+                raise SeriesNotAnalysable(
+                    f"a 4D series must have the same temporal positions at every slice "
+                    f"position: instance {group[0].number} has TemporalPositionIdentifier "
+                    f"{sorted(value)} where instance {ordered[0][0].number} has {expected}"
+                )
+    return [[group[time] for group in ordered] for time in range(len(ordered[0]))]
+
+
+def _temporal_value(ds: Dataset, keyword: str) -> float | None:
+    """The value of ``keyword`` that orders ``ds`` in time (times as seconds)."""
+    if keyword == "AcquisitionTime":
+        return _acquired_seconds(ds)
+    if keyword == "ContentTime":
+        return _seconds(ds.get("ContentDate"), ds.get("ContentTime"))
+    value = ds.get(keyword)
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _acquired_seconds(ds: Dataset) -> float | None:
+    """When ``ds`` was acquired, in seconds: AcquisitionDateTime, else AcquisitionDate
+    and AcquisitionTime (AcquisitionTime alone: seconds into its day)."""
+    moment = ds.get("AcquisitionDateTime")
+    if moment not in (None, ""):
+        try:
+            parsed = DT(str(moment))
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            if parsed.tzinfo is not None:
+                parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+            return (parsed - _EPOCH).total_seconds()
+    return _seconds(ds.get("AcquisitionDate"), ds.get("AcquisitionTime"))
+
+
+def _seconds(date: object, time: object) -> float | None:
+    if time in (None, ""):
+        return None
+    try:
+        clock = TM(str(time))
+        day = DA(str(date)) if date not in (None, "") else None
+    except ValueError:
+        return None
+    if clock is None:
+        return None
+    seconds = clock.hour * 3600 + clock.minute * 60 + clock.second + clock.microsecond / 1e6
+    if day is not None:
+        seconds += (datetime(day.year, day.month, day.day) - _EPOCH).total_seconds()
+    return seconds
+
+
+def _slice_times(phases: Sequence[Sequence[_Slice]]) -> np.ndarray | None:
+    """(time, slices) seconds after the series' first image, or None when unknown.
+
+    Each image's own acquisition time (AcquisitionDateTime, or AcquisitionDate and
+    AcquisitionTime) when every image has one and every slice's times increase over
+    the temporal positions: that is the per-slice timing slice-timing correction
+    needs. Otherwise, TemporalPositionIdentifier times FrameTime or TemporalResolution
+    (ms): one time per temporal position, shared by all its slices, so slice-timing
+    correction has nothing to shift.
+    """
+    acquired = [[_acquired_seconds(p.dataset) for p in phase] for phase in phases]
+    if all(None not in row for row in acquired):
+        times = np.asarray(acquired, dtype=np.float64)
+        if np.all(np.diff(times, axis=0) > 0):
+            return times - times.min()
+    first = phases[0][0].dataset
+    interval = None
+    for keyword in ("FrameTime", "TemporalResolution"):
+        value = _temporal_value(first, keyword)
+        if value is not None and value > 0:
+            interval = value / 1000.0
+            break
+    identifiers = [
+        [_temporal_value(p.dataset, "TemporalPositionIdentifier") for p in phase]
+        for phase in phases
+    ]
+    if interval is None or not all(None not in row for row in identifiers):
+        return None
+    numbers = np.asarray(identifiers, dtype=np.float64)
+    if not np.all(np.diff(numbers, axis=0) > 0):
+        return None
+    return (numbers - numbers.min()) * interval
 
 
 def _dimensions_hint(ds: Dataset) -> str:

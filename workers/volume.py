@@ -27,6 +27,14 @@ class Volume:
     one multi-frame instance (enhanced CT/MR, legacy converted), every ``datasets[i]``
     is that one instance and ``frame_numbers[i]`` is the 1-based frame of it that is
     slice ``i``.
+
+    A 4D series (the same slice positions acquired at several temporal positions:
+    dynamic, perfusion, fMRI-like) is the volume of its first temporal position, whose
+    instances ``datasets`` are; ``timepoints`` then holds every temporal position,
+    float32 (time, slices, rows, columns) in the same units and slice order as
+    ``voxels``, and ``slice_times`` (time, slices) when each image was acquired, in
+    seconds after the series' first image (None when the headers do not say). Both
+    are None for a 3D series.
     """
 
     voxels: np.ndarray
@@ -37,6 +45,8 @@ class Volume:
     slice_direction: np.ndarray
     datasets: list[Dataset] = field(repr=False)
     frame_numbers: list[int] | None = None
+    timepoints: np.ndarray | None = field(default=None, repr=False)
+    slice_times: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:

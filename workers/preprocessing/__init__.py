@@ -6,11 +6,13 @@ and applies them in order to whole volumes (float32, vectorised). One module per
 concern: ``geometry`` (resample, canonical_orientation, crop_or_pad, resize_inplane
 and their exact inverses), ``intensity`` (window, scale, zscore, percentile_scale,
 clip_outliers, mask_padding), ``bias`` (n4_bias_field), ``registration`` (a second
-series onto the first's grid). ``Prepared`` records every geometric change, so a
-network's output maps back onto the source grid. A model with several input series
-has each prepared by the same steps: intensity statistics of its own, the primary's
-geometric changes replayed, so every channel lies on the one prepared grid. Training uses these same
-functions, so a model sees at run time what it learnt on.
+series onto the first's grid), ``temporal`` (slice_timing: a 4D series made one
+volume, always the first step; a 4D series reaches no other step without it).
+``Prepared`` records every geometric change, so a network's output maps back onto
+the source grid. A model with several input series has each prepared by the same
+steps: intensity statistics of its own, the primary's geometric changes replayed, so
+every channel lies on the one prepared grid. Training uses these same functions, so
+a model sees at run time what it learnt on.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from workers.preprocessing.intensity import (
     Window,
     ZScore,
 )
+from workers.preprocessing.temporal import SliceTiming, TemporalOperation
 from workers.volume import Volume
 
 __all__ = [
@@ -67,6 +70,7 @@ STEPS: dict[str, type[Operation]] = {
     "canonical_orientation": CanonicalOrientation,
     "crop_or_pad": CropOrPad,
     "resize_inplane": ResizeInplane,
+    "slice_timing": SliceTiming,
 }
 
 
@@ -149,6 +153,11 @@ def build_steps(steps: Sequence[PreprocessStep]) -> list[Operation]:
             raise AnalysisError(
                 f"preprocessing step {position} {step.step!r} has bad parameters: {problems}"
             ) from exc
+        if isinstance(operation, TemporalOperation) and position != 1:
+            raise AnalysisError(
+                f"preprocessing step {position} {step.step!r} must be the first step: "
+                "it makes the one volume every other step works on"
+            )
         if isinstance(operation, MaskPadding) and geometric_before is not None:
             raise AnalysisError(
                 f"preprocessing step {position} {step.step!r} must come before geometric "
@@ -182,6 +191,19 @@ def _run(
         if change is not None:
             changes.append(change)
     return Prepared(array=state.voxels, grid=Grid.of(state), source=source, changes=tuple(changes))
+
+
+def _check_one_volume(operations: Sequence[Operation], *volumes: Volume) -> None:
+    """Refuse a 4D series for a model without a temporal step to make it one volume
+    (which, being first, receives the volume's ``timepoints`` through ``_run``)."""
+    if operations and isinstance(operations[0], TemporalOperation):
+        return
+    for volume in volumes:
+        if volume.timepoints is not None and len(volume.timepoints) > 1:
+            raise SeriesNotAnalysable(
+                f"4D series of {len(volume.timepoints)} temporal positions; this model "
+                "takes one volume: its manifest needs a slice_timing step"
+            )
 
 
 def _same_grid(a: Grid, b: Grid) -> bool:
@@ -224,6 +246,7 @@ def preprocess(
     if volume.voxels.ndim != 3 or 0 in volume.voxels.shape:
         raise SeriesNotAnalysable(f"volume of shape {volume.voxels.shape} has no slices to analyse")
     operations = build_steps(steps)
+    _check_one_volume(operations, volume, *additional)
     prepared = _run(volume, operations)
     others = []
     for position, other in enumerate(additional, start=1):
