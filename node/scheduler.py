@@ -65,10 +65,16 @@ class Scheduler:
             if older_than is not None
             else timedelta(seconds=self.settings.reconcile_seconds)
         )
+        lost_after = timedelta(seconds=self.settings.lost_worker_seconds)
         resent = []
-        for job_id, state in self.ledger.stale(utcnow(), age):
+        for job_id, state in self.ledger.stale(utcnow(), age, lost_after):
             if state is JobState.DELIVERING:
                 self.queue.send_delivery(job_id)
+            elif state is JobState.RUNNING:
+                if not self.ledger.requeue_lost(job_id, lost_after):
+                    continue  # its worker renewed it meanwhile
+                log.warning("job %s: its worker stopped renewing it; running it again", job_id)
+                self.queue.send_analysis(job_id)
             else:
                 self.queue.send_analysis(job_id)
             resent.append(job_id)
@@ -79,7 +85,8 @@ class Scheduler:
     def run_once(self) -> None:
         self.route_complete_series()
         now = time.monotonic()
-        if now - self._last_reconcile >= min(self.settings.reconcile_seconds, 30.0):
+        period = min(self.settings.reconcile_seconds, self.settings.lost_worker_seconds, 30.0)
+        if now - self._last_reconcile >= period:
             self._last_reconcile = now
             self.reconcile()
 

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(
         default=120.0, gt=0, description="a job queued this long without starting is re-sent"
     )
+    heartbeat_seconds: float = Field(
+        default=10.0, gt=0, description="how often a worker renews the job it runs"
+    )
+    lost_worker_seconds: float = Field(
+        default=60.0, gt=0, description="a running job not renewed this long is run again"
+    )
     worker_concurrency: int = Field(default=1, ge=1)
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     log_level: str = "INFO"

@@ -68,10 +68,17 @@ class Orthanc:
 
     def store(self, files: list[Path], calling_aet: str = "MODALITY") -> None:
         """Send files into Orthanc with DCMTK's storescu, as a modality would."""
+        self.store_to(files, "127.0.0.1", self.dicom_port, self.aet, calling_aet)
+
+    @staticmethod
+    def store_to(
+        files: list[Path], host: str, port: int, called_aet: str, calling_aet: str = "MODALITY"
+    ) -> None:
+        """Send files to any Storage SCP with DCMTK's storescu."""
         env = {**os.environ, "TCP_NODELAY": "1"}
         subprocess.run(
-            ["storescu", "-R", "-aet", calling_aet, "-aec", self.aet, "127.0.0.1",
-             str(self.dicom_port), *map(str, files)],
+            ["storescu", "-R", "-aet", calling_aet, "-aec", called_aet, host, str(port),
+             *map(str, files)],
             check=True, env=env, capture_output=True, timeout=300,
         )  # fmt: skip
 

@@ -19,6 +19,7 @@ from pydicom import Dataset
 from models.manifest import ModelManifest
 from models.registry import ModelPackage
 from node.uids import result_uids
+from workers.encode.conformance import assert_conformant
 from workers.encode.seg import encode_segmentation
 from workers.encode.sr import encode_report
 from workers.infer import NetworkCache, run_model
@@ -99,9 +100,11 @@ def analyse(
             segmentation = encode_segmentation(
                 volume, output.labels, manifest, uids["seg_series"], uids["seg_instance"]
             )
+            assert_conformant("SEG", segmentation)
             objects.append(("SEG", segmentation))
         report = encode_report(
             volume, manifest, output, segmentation, uids["sr_series"], uids["sr_instance"]
         )
+        assert_conformant("SR", report)
         objects.append(("SR", report))
     return Analysis(findings=summarise(manifest, volume, output), objects=objects)

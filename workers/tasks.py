@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+from datetime import timedelta
 from io import BytesIO
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from sqlalchemy import select
 from node.db.models import Instance, Job, JobState
 from node.dispatch import DeliveryError, Outgoing, store_files
 from node.jobs.contracts import ANALYSE_TASK, DELIVER_TASK
+from node.jobs.heartbeat import JobHeartbeat
 from node.jobs.ledger import NewResult
 from workers.context import WorkerContext
 from workers.errors import AnalysisError, ModelUnavailable, SeriesNotAnalysable
@@ -66,10 +68,18 @@ def _keep_results(ctx: WorkerContext, job_id: int, analysis: Analysis) -> list[N
 
 
 def run_analysis(ctx: WorkerContext, job_id: int) -> None:
-    attempt = ctx.ledger.start(job_id)
+    attempt = ctx.ledger.start(job_id, timedelta(seconds=ctx.settings.lost_worker_seconds))
     if attempt is None:
-        log.info("job %s has nothing to do (finished or gone)", job_id)
+        log.info("job %s has nothing to do (finished, gone, or running elsewhere)", job_id)
         return
+    with JobHeartbeat(ctx.ledger, job_id, ctx.settings.heartbeat_seconds):
+        analysed = _analyse_job(ctx, job_id, attempt)
+    if analysed:
+        ctx.queue.send_delivery(job_id)
+
+
+def _analyse_job(ctx: WorkerContext, job_id: int, attempt: int) -> bool:
+    """Analyse, encode and keep the results; False (and the job failed) on an error."""
     try:
         job, paths, additional = _job_inputs(ctx, job_id)
         try:
@@ -94,12 +104,12 @@ def run_analysis(ctx: WorkerContext, job_id: int) -> None:
     except AnalysisError as exc:
         log.warning("job %s: %s", job_id, exc)
         ctx.ledger.fail(job_id, str(exc))
-        return
+        return False
     except Exception as exc:
         log.exception("job %s failed", job_id)
         ctx.ledger.fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
-        return
-    ctx.queue.send_delivery(job_id)
+        return False
+    return True
 
 
 def run_delivery(ctx: WorkerContext, job_id: int, attempt: int) -> float | None:

@@ -12,12 +12,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from node.db.models import Job, JobState, JobStep, ResultObject, StepState, utcnow
 from node.db.session import SessionFactory, transaction
 
 RETRYABLE = {JobState.FAILED, JobState.SUCCEEDED}
+
+
+def _older(moment: datetime | None, cutoff: datetime) -> bool:
+    """Whether ``moment`` (None: never) is before ``cutoff``; SQLite returns naive UTC."""
+    if moment is None:
+        return True
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=cutoff.tzinfo)
+    return moment < cutoff
 
 
 @dataclass(frozen=True)
@@ -37,22 +46,48 @@ class JobLedger:
             job = session.get_one(Job, job_id)
             job.enqueued_at = utcnow()
 
-    def start(self, job_id: int) -> int | None:
+    def start(self, job_id: int, lost_after: timedelta) -> int | None:
         """Take a job for analysis; the attempt number, or None if there is nothing to do.
 
-        A RUNNING job is taken again: its message was re-delivered because the worker
-        running it died, and the work is idempotent.
+        A RUNNING job is taken again only when its heartbeat is older than
+        ``lost_after``: its worker died, and the work is idempotent. A message that the
+        broker re-delivers while a live worker still runs the job is ignored.
         """
         with transaction(self.sessions) as session:
             job = session.get(Job, job_id, with_for_update=True)
             if job is None or job.state not in (JobState.QUEUED, JobState.RUNNING):
                 return None
+            now = utcnow()
+            if job.state is JobState.RUNNING and not _older(job.heartbeat_at, now - lost_after):
+                return None
             job.state = JobState.RUNNING
             job.attempts += 1
-            job.started_at = utcnow()
+            job.started_at = now
+            job.heartbeat_at = now
             job.finished_at = None
             job.error = ""
             return job.attempts
+
+    def beat(self, job_id: int) -> None:
+        """Renew a running job's heartbeat (the worker that runs it is alive)."""
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.RUNNING)
+                .values(heartbeat_at=utcnow())
+            )
+
+    def requeue_lost(self, job_id: int, lost_after: timedelta) -> bool:
+        """RUNNING with a stale heartbeat -> QUEUED; whether it was lost."""
+        with transaction(self.sessions) as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None or job.state is not JobState.RUNNING:
+                return False
+            if not _older(job.heartbeat_at, utcnow() - lost_after):
+                return False
+            job.state = JobState.QUEUED
+            job.enqueued_at = None
+            return True
 
     @contextmanager
     def step(self, job_id: int, attempt: int, name: str) -> Iterator[None]:
@@ -153,14 +188,19 @@ class JobLedger:
             job = session.get(Job, job_id)
             return job.state if job else None
 
-    def stale(self, now: datetime, queued_for: timedelta) -> list[tuple[int, JobState]]:
-        """Jobs whose message may have been lost: queued (or delivering) too long."""
+    def stale(
+        self, now: datetime, queued_for: timedelta, lost_after: timedelta | None = None
+    ) -> list[tuple[int, JobState]]:
+        """Jobs whose message or worker may have been lost: queued (or delivering) for
+        longer than ``queued_for``, or running without a heartbeat for ``lost_after``."""
         cutoff = now - queued_for
+        waiting = Job.state.in_([JobState.QUEUED, JobState.DELIVERING]) & (
+            Job.enqueued_at.is_(None) | (Job.enqueued_at < cutoff)
+        )
+        condition = waiting
+        if lost_after is not None:
+            silent = Job.heartbeat_at.is_(None) | (Job.heartbeat_at < now - lost_after)
+            condition = waiting | ((Job.state == JobState.RUNNING) & silent)
         with self.sessions() as session:
-            rows = session.execute(
-                select(Job.id, Job.state).where(
-                    Job.state.in_([JobState.QUEUED, JobState.DELIVERING]),
-                    (Job.enqueued_at.is_(None)) | (Job.enqueued_at < cutoff),
-                )
-            ).all()
+            rows = session.execute(select(Job.id, Job.state).where(condition)).all()
         return [(row[0], row[1]) for row in rows]

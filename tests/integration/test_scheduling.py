@@ -24,8 +24,10 @@ from node.jobs.ledger import JobLedger
 from node.jobs.queue import JobQueue
 from node.scheduler import Scheduler
 from node.settings import Settings
+from tests.node_process import wait_for
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
+LOST = timedelta(seconds=60)
 
 
 def manifest(name: str, modality: str) -> ModelManifest:
@@ -132,14 +134,14 @@ def test_job_lifecycle_and_retry(scheduler: Scheduler, sessions: SessionFactory)
     ledger = scheduler.ledger
     with pytest.raises(ValueError, match="only a finished job"):
         ledger.reset_for_retry(job_id)
-    assert ledger.start(job_id) == 1
+    assert ledger.start(job_id, LOST) == 1
     with pytest.raises(RuntimeError), ledger.step(job_id, 1, "load"):
         raise RuntimeError("no pixel data")
     ledger.fail(job_id, "no pixel data")
-    assert ledger.start(job_id) is None  # a failed job is not taken again by a stray message
+    assert ledger.start(job_id, LOST) is None  # a failed job is not taken again by a stray message
     scheduler.queue.retry(job_id)
     assert ledger.state_of(job_id) is JobState.QUEUED
-    assert ledger.start(job_id) == 2
+    assert ledger.start(job_id, LOST) == 2
     with sessions() as session:
         job = session.get_one(Job, job_id)
         (step,) = job.steps
@@ -207,3 +209,40 @@ def test_primary_without_its_further_input_says_what_it_waits_for(
         series = session.scalars(select(Series)).one()
     assert series.state is SeriesState.NO_MODEL
     assert "ct-pet-model: waiting for a pet series in this study" in series.state_reason
+
+
+def test_a_job_whose_worker_died_runs_again_and_a_live_one_is_left_alone(
+    scheduler: Scheduler, sessions: SessionFactory, machine_redis_url: str
+) -> None:
+    store(sessions, "1.2.3.1", "1.2.3.1.1")
+    (job_id,) = scheduler.route_complete_series()
+    ledger = scheduler.ledger
+    assert ledger.start(job_id, LOST) == 1
+    # A re-delivered message while the worker still beats is ignored.
+    assert ledger.start(job_id, LOST) is None
+    redis.Redis.from_url(machine_redis_url).flushdb()
+    assert scheduler.reconcile(older_than=timedelta(seconds=0)) == []
+    # The worker stops beating (SIGKILL): once the heartbeat is old, the job runs again.
+    with sessions() as session:
+        session.get_one(Job, job_id).heartbeat_at = utcnow() - timedelta(seconds=61)
+        session.commit()
+    assert scheduler.reconcile(older_than=timedelta(seconds=0)) == [job_id]
+    assert ledger.state_of(job_id) is JobState.QUEUED
+    assert queued_messages(machine_redis_url) == 1
+    assert ledger.start(job_id, LOST) == 2
+
+
+def test_heartbeat_renews_a_running_job(scheduler: Scheduler, sessions: SessionFactory) -> None:
+    from node.jobs.heartbeat import JobHeartbeat
+
+    store(sessions, "1.2.3.1", "1.2.3.1.1")
+    (job_id,) = scheduler.route_complete_series()
+    scheduler.ledger.start(job_id, LOST)
+    with sessions() as session:
+        first = session.get_one(Job, job_id).heartbeat_at
+    def renewed() -> bool:
+        with sessions() as session:
+            return session.get_one(Job, job_id).heartbeat_at != first
+
+    with JobHeartbeat(scheduler.ledger, job_id, interval=0.05):
+        wait_for(renewed, timeout=5, interval=0.05, what="a renewed heartbeat")
