@@ -240,6 +240,7 @@ def test_heartbeat_renews_a_running_job(scheduler: Scheduler, sessions: SessionF
     scheduler.ledger.start(job_id, LOST)
     with sessions() as session:
         first = session.get_one(Job, job_id).heartbeat_at
+
     def renewed() -> bool:
         with sessions() as session:
             return session.get_one(Job, job_id).heartbeat_at != first
