@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -60,7 +61,7 @@ class NetworkInput:
         return ("slices", "rows", "columns")[-self.spatial_dims :]
 
 
-class NetworkFormat:
+class NetworkFormat(ABC):
     """One way of storing a network: its manifest fields, checks and loader."""
 
     name: ClassVar[str]
@@ -69,9 +70,9 @@ class NetworkFormat:
     allowed: ClassVar[frozenset[str]]
     """Optional ``network`` fields this format takes (``required`` included)."""
 
+    @abstractmethod
     def network_file(self, package: ModelPackage) -> Path:
         """The file the network is loaded from, which the manifest's sha256 covers."""
-        raise NotImplementedError
 
     def check(self, package: ModelPackage, feed: NetworkInput) -> None:
         """Refuse, with ManifestError naming the rule, what can be seen without running."""
@@ -79,9 +80,9 @@ class NetworkFormat:
         if not file.is_file():
             raise ManifestError(f"network file {_relative(package, file)!r} is missing")
 
+    @abstractmethod
     def build(self, package: ModelPackage, path: Path, device: torch.device) -> nn.Module:
         """The network from ``path`` (digest already verified); ModelUnavailable if it fails."""
-        raise NotImplementedError
 
 
 FORMATS: dict[str, NetworkFormat] = {}
