@@ -81,7 +81,6 @@ class Settings(BaseSettings):
     lost_worker_seconds: float = Field(
         default=60.0, gt=0, description="a running job not renewed this long is run again"
     )
-    worker_concurrency: int = Field(default=1, ge=1)
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     log_level: str = "INFO"
 
