@@ -95,7 +95,13 @@ class Orthanc:
                 self.process.kill()
 
 
-def start_orthanc(directory: Path, *, node_port: int | None = None, stable_age: int = 2) -> Orthanc:
+def start_orthanc(
+    directory: Path,
+    *,
+    node_port: int | None = None,
+    stable_age: int = 2,
+    dicom_port: int | None = None,
+) -> Orthanc:
     """Start Orthanc under ``directory``; with a node port given, route studies to it.
 
     The routing is the project's own example script (deploy/orthanc), which expects the
@@ -105,7 +111,7 @@ def start_orthanc(directory: Path, *, node_port: int | None = None, stable_age: 
         raise RuntimeError("Orthanc is not installed (tests/peers.sh installs it)")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "logs").mkdir(exist_ok=True)
-    dicom_port, http_port = free_port(), free_port()
+    dicom_port, http_port = dicom_port or free_port(), free_port()
     config: dict[str, object] = {
         "Name": "ainode-test-pacs",
         "StorageDirectory": str(directory / "storage"),

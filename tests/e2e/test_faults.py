@@ -1,8 +1,11 @@
 """Faults that must lose nothing: each pushes studies through and counts the archive.
 
-A worker killed with SIGKILL in the middle of a job: the node's supervisor starts a
-new worker, the reconciler sees the job's heartbeat stop and runs it again, and the
-archive ends up with exactly the expected objects, none lost, none twice.
+- A worker killed with SIGKILL in the middle of a job: the node's supervisor starts a
+  new worker, the reconciler sees the job's heartbeat stop and runs it again.
+- The archive down for a while, then back: delivery retries with backoff.
+- The node itself stopped between encoding and delivery, then started again.
+
+Each ends with exactly the expected objects in the archive, none lost, none twice.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pytest
 from models.phantom import make_phantom
 from tests.factories import make_ct_series, write_series
 from tests.node_process import NodeProcess, node_environment, wait_for
-from tests.orthanc import Orthanc
+from tests.orthanc import Orthanc, free_port, start_orthanc
 
 pytestmark = pytest.mark.e2e
 
@@ -89,3 +92,84 @@ def test_worker_killed_mid_job_loses_nothing(tmp_path: Path, orthanc: Orthanc) -
         f"found {sum(found.values())} {found}, recovered in {recovered:.1f} s"
     )
     assert found == expected
+
+
+EXPECTED = {"SEG": 2, "SR": 4}  # two studies: one SEG, one SR per model each
+
+
+def archive_counts(archive: Orthanc) -> dict[str, int]:
+    held = archive.instances_by_modality()
+    return {m: len(held.get(m, [])) for m in ("SEG", "SR")}
+
+
+def jobs_in(node: NodeProcess, *states: str) -> list | None:
+    jobs = node.get("/api/jobs")
+    done = len(jobs) == 4 and all(j["state"] in states for j in jobs)  # type: ignore[arg-type]
+    return jobs if done else None  # type: ignore[return-value]
+
+
+def test_archive_down_for_a_while_then_back(tmp_path: Path) -> None:
+    studies = [study(tmp_path, seed, slices=12) for seed in (201, 202)]
+    archive_port = free_port()
+    env, dicom_port, http_port = node_environment(
+        tmp_path / "node", archive=f"ORTHANC@127.0.0.1:{archive_port}"
+    )
+    node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
+    node.start()
+    archive = None
+    try:
+        for files in studies:
+            Orthanc.store_to(files, "127.0.0.1", dicom_port, "AINODE")
+
+        def delivery_failing() -> bool:
+            jobs = node.get("/api/jobs")
+            results = [r for j in jobs for r in j["results"]]  # type: ignore[union-attr]
+            return len(results) == 6 and all(r["delivery_error"] for r in results)
+
+        wait_for(delivery_failing, timeout=120, what="every delivery to fail while it is down")
+        archive = start_orthanc(tmp_path / "orthanc", dicom_port=archive_port)
+        back_at = time.monotonic()
+        wait_for(lambda: jobs_in(node, "succeeded"), timeout=180, what="delivery once it is back")
+        recovered = time.monotonic() - back_at
+        found = archive_counts(archive)
+    finally:
+        node.stop()
+        if archive is not None:
+            archive.stop()
+    print(
+        f"archive down: studies sent 2, objects expected 6, found {sum(found.values())} "
+        f"{found}, delivered {recovered:.1f} s after it came back"
+    )
+    assert found == EXPECTED
+
+
+def test_node_restarted_between_encoding_and_delivery(tmp_path: Path) -> None:
+    studies = [study(tmp_path, seed, slices=12) for seed in (301, 302)]
+    archive_port = free_port()
+    env, dicom_port, http_port = node_environment(
+        tmp_path / "node", archive=f"ORTHANC@127.0.0.1:{archive_port}", reconcile_seconds="3"
+    )
+    node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
+    node.start()
+    archive = None
+    try:
+        for files in studies:
+            Orthanc.store_to(files, "127.0.0.1", dicom_port, "AINODE")
+        # Encoded and kept, not yet delivered (the archive is not there yet).
+        wait_for(lambda: jobs_in(node, "delivering"), timeout=120, what="every job encoded")
+        node.stop()
+        archive = start_orthanc(tmp_path / "orthanc", dicom_port=archive_port)
+        restarted_at = time.monotonic()
+        node.start()
+        wait_for(lambda: jobs_in(node, "succeeded"), timeout=180, what="delivery after restart")
+        recovered = time.monotonic() - restarted_at
+        found = archive_counts(archive)
+    finally:
+        node.stop()
+        if archive is not None:
+            archive.stop()
+    print(
+        f"node restart: studies sent 2, objects expected 6, found {sum(found.values())} "
+        f"{found}, delivered {recovered:.1f} s after the restart"
+    )
+    assert found == EXPECTED
