@@ -1,8 +1,10 @@
-"""The DICOM Storage SCP: associations, C-ECHO and C-STORE.
+"""The DICOM Storage SCP: associations, C-ECHO, C-STORE and storage commitment reports.
 
 A C-STORE is answered success only once the bytes as received are durable in the
 spool and indexed; unreadable or unidentifiable data gets a failure status and is not
-kept. Nothing here decodes pixel data.
+kept. Nothing here decodes pixel data. An archive that commits to results the node
+sent reports it here (N-EVENT-REPORT, on an association the archive opens); the
+report is handed to the callback the node gave, and answered once it is recorded.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+from node.commitment import ReportCallback, accept_reports, event_report_handler
 from node.db.session import SessionFactory
 from node.index import InstanceHeader, index_instance
 from node.settings import Settings
@@ -90,8 +93,9 @@ def handle_echo(_event: Event) -> int:
     return int(StoreStatus.SUCCESS)
 
 
-def build_application_entity(settings: Settings) -> AE:
-    """An AE accepting every storage SOP class in every transfer syntax pydicom knows."""
+def build_application_entity(settings: Settings, commitment_reports: bool = False) -> AE:
+    """An AE accepting every storage SOP class in every transfer syntax pydicom knows,
+    and, when asked, storage commitment reports from archives."""
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_pdu_size = 0  # unlimited: fewer, larger PDUs
     ae.require_called_aet = False
@@ -100,26 +104,36 @@ def build_application_entity(settings: Settings) -> AE:
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    if commitment_reports:
+        accept_reports(ae)
     return ae
 
 
 class StorageSCP:
     """The listening side of the node: one AE on one port."""
 
-    def __init__(self, settings: Settings, sessions: SessionFactory) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: SessionFactory,
+        on_commitment: ReportCallback | None = None,
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
+        self.on_commitment = on_commitment
         self.spool = DurableFolder(settings.spool_dir)
         self._server: ThreadedAssociationServer | None = None
 
     def start(self) -> None:
         self.spool.ensure_dir(Path("."))
-        ae = build_application_entity(self.settings)
+        ae = build_application_entity(self.settings, self.on_commitment is not None)
         handlers = [
             (evt.EVT_CONN_OPEN, set_tcp_nodelay),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, handle_store, [self.spool, self.sessions]),
         ]
+        if self.on_commitment is not None:
+            handlers.append((evt.EVT_N_EVENT_REPORT, event_report_handler(self.on_commitment)))
         self._server = ae.start_server(
             (self.settings.dicom_bind, self.settings.dicom_port),
             block=False,

@@ -18,6 +18,7 @@ from node.db.migrate import upgrade_to_head
 from node.db.session import database_answers, make_engine, make_session_factory
 from node.jobs.celery_app import make_celery
 from node.jobs.ledger import JobLedger
+from node.jobs.outbox import Outbox
 from node.jobs.queue import JobQueue
 from node.scheduler import Scheduler
 from node.scp import StorageSCP
@@ -46,14 +47,15 @@ def serve(settings: Settings) -> None:
     log.info("models: %s", ", ".join(p.manifest.name for p in registry.packages) or "none")
 
     ledger = JobLedger(sessions)
-    queue = JobQueue(make_celery(broker_url), ledger)
+    outbox = Outbox(sessions, settings)
+    queue = JobQueue(make_celery(broker_url, settings.visibility_timeout_seconds), ledger, outbox)
     worker = ChildSupervisor(
         "worker",
         [sys.executable, "-m", "node.cli", "worker"],
         {**settings.worker_environment(), "AINODE_BROKER_URL": broker_url},
     )
     scheduler = Scheduler(settings, sessions, registry, queue, ledger)
-    scp = StorageSCP(settings, sessions)
+    scp = StorageSCP(settings, sessions, on_commitment=queue.commitment_received)
 
     def health() -> dict[str, bool]:
         return {

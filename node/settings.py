@@ -11,10 +11,10 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _AET_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
@@ -42,6 +42,51 @@ class DicomDestination(BaseModel):
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
+ResultKind = Literal["SEG", "SR", "SC"]
+
+
+class Destination(BaseModel):
+    """Where results go: a DICOM archive (C-STORE) or a DICOMweb one (STOW-RS).
+
+    ``kinds`` says which objects it takes: an archive or viewer without SEG support
+    takes ``["SR", "SC"]`` (SC: the segmentation overlaid on the images, findings in
+    words). ``models`` limits it to those models' results (empty: every model), which
+    is how a route sends, say, the lung model's results to a second archive.
+    ``storage_commitment`` (DICOM only): a result counts as delivered once the archive
+    has committed to keep it (N-ACTION / N-EVENT-REPORT), not merely stored it.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    dicom: str | None = Field(default=None, description="AET@host:port")
+    stow_url: str | None = Field(default=None, description="DICOMweb root, e.g. .../dicom-web")
+    kinds: list[ResultKind] = Field(default_factory=lambda: ["SEG", "SR"], min_length=1)
+    models: list[str] = Field(default_factory=list)
+    storage_commitment: bool = False
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> Destination:
+        if (self.dicom is None) == (self.stow_url is None):
+            raise ValueError(f"destination {self.name!r} needs exactly one of dicom, stow_url")
+        if self.dicom is not None:
+            DicomDestination.parse(self.dicom)
+        if self.stow_url is not None and not self.stow_url.startswith(("http://", "https://")):
+            raise ValueError(f"destination {self.name!r}: stow_url must be an http(s) URL")
+        if self.storage_commitment and self.dicom is None:
+            raise ValueError(f"destination {self.name!r}: storage commitment needs dicom")
+        return self
+
+    @property
+    def dicom_destination(self) -> DicomDestination | None:
+        return DicomDestination.parse(self.dicom) if self.dicom else None
+
+    def takes(self, kind: str, model_name: str) -> bool:
+        """Whether this destination receives a ``kind`` object of ``model_name``."""
+        return kind in self.kinds and (not self.models or model_name in self.models)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.dicom or self.stow_url})"
+
+
 class Settings(BaseSettings):
     """Every knob the node has. Environment names are ``AINODE_`` + the field name."""
 
@@ -60,7 +105,21 @@ class Settings(BaseSettings):
         default=None, description="Redis URL; unset starts an embedded Redis under data_dir"
     )
     archive: str | None = Field(
-        default=None, description="where results are sent, AET@host:port; unset keeps them local"
+        default=None,
+        description="shorthand for one DICOM destination named 'archive', AET@host:port",
+    )
+    destinations: Annotated[list[Destination], NoDecode] = Field(
+        default_factory=list, description="where results go (JSON list in the environment)"
+    )
+    delivery_attempts: int = Field(
+        default=8, ge=1, description="attempts per result and destination before dead-letter"
+    )
+    delivery_backoff_seconds: float = Field(
+        default=5.0, gt=0, description="wait after the first failed attempt; doubles each time"
+    )
+    delivery_backoff_max_seconds: float = Field(default=600.0, gt=0)
+    commitment_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="an uncommitted delivery counts as failed after this"
     )
     stable_seconds: float = Field(
         default=30.0, ge=0, description="quiet period before a series counts as complete"
@@ -81,6 +140,11 @@ class Settings(BaseSettings):
     lost_worker_seconds: float = Field(
         default=60.0, gt=0, description="a running job not renewed this long is run again"
     )
+    visibility_timeout_seconds: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="the broker re-delivers an unacknowledged job after this; above the longest",
+    )
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     log_level: str = "INFO"
 
@@ -97,6 +161,19 @@ class Settings(BaseSettings):
         if value:
             DicomDestination.parse(value)
         return value or None
+
+    @field_validator("destinations", mode="before")
+    @classmethod
+    def _parse_destinations(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _unique_destination_names(self) -> Settings:
+        names = [d.name for d in self.all_destinations]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"destination names must be unique: {', '.join(repeated)}")
+        return self
 
     @field_validator("allowed_calling_aets", mode="before")
     @classmethod
@@ -130,6 +207,15 @@ class Settings(BaseSettings):
     def archive_destination(self) -> DicomDestination | None:
         return DicomDestination.parse(self.archive) if self.archive else None
 
+    @property
+    def all_destinations(self) -> list[Destination]:
+        """``archive`` (as the destination named "archive"), then ``destinations``."""
+        shorthand = [Destination(name="archive", dicom=self.archive)] if self.archive else []
+        return shorthand + list(self.destinations)
+
+    def destination(self, name: str) -> Destination | None:
+        return next((d for d in self.all_destinations if d.name == name), None)
+
     def worker_environment(self) -> dict[str, str]:
         """The environment that rebuilds these exact settings in a child process."""
         env: dict[str, str] = {}
@@ -137,7 +223,7 @@ class Settings(BaseSettings):
             if value is None:
                 continue
             key = f"AINODE_{name.upper()}"
-            env[key] = json.dumps(value) if isinstance(value, list) else str(value)
+            env[key] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
         return env
 
     @classmethod

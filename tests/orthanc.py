@@ -109,6 +109,8 @@ def start_orthanc(
     """
     if shutil.which("Orthanc") is None:
         raise RuntimeError("Orthanc is not installed (tests/peers.sh installs it)")
+    if not DICOMWEB_PLUGIN.exists():
+        raise RuntimeError("Orthanc's DICOMweb plugin is missing (tests/peers.sh installs it)")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "logs").mkdir(exist_ok=True)
     dicom_port, http_port = dicom_port or free_port(), free_port()
@@ -124,7 +126,7 @@ def start_orthanc(
         "DicomCheckCalledAet": False,
         "DicomAlwaysAllowStore": True,
         "StableAge": stable_age,
-        "Plugins": [str(DICOMWEB_PLUGIN)] if DICOMWEB_PLUGIN.exists() else [],
+        "Plugins": [str(DICOMWEB_PLUGIN)],
         "DicomModalities": {},
     }
     if node_port:

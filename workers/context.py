@@ -16,6 +16,7 @@ from models.registry import ModelRegistry, discover_packages
 from node.db.session import SessionFactory, make_engine, make_session_factory
 from node.jobs.celery_app import make_celery
 from node.jobs.ledger import JobLedger
+from node.jobs.outbox import Outbox
 from node.jobs.queue import JobQueue
 from node.settings import Settings
 from node.storage import DurableFolder
@@ -27,6 +28,7 @@ class WorkerContext:
     settings: Settings
     sessions: SessionFactory
     ledger: JobLedger
+    outbox: Outbox
     queue: JobQueue
     registry: ModelRegistry
     results: DurableFolder
@@ -37,12 +39,14 @@ class WorkerContext:
     def build(cls, settings: Settings, broker_url: str) -> tuple[WorkerContext, Celery]:
         sessions = make_session_factory(make_engine(settings))
         ledger = JobLedger(sessions)
-        app = make_celery(broker_url)
+        outbox = Outbox(sessions, settings)
+        app = make_celery(broker_url, settings.visibility_timeout_seconds)
         context = cls(
             settings=settings,
             sessions=sessions,
             ledger=ledger,
-            queue=JobQueue(app, ledger),
+            outbox=outbox,
+            queue=JobQueue(app, ledger, outbox),
             registry=discover_packages(settings.models_dir),
             results=DurableFolder(settings.results_dir),
             device=select_device(settings.device),

@@ -1,14 +1,14 @@
 """The Celery tasks: thin shells that take a job id, run plain functions, record state.
 
-``analyse_series`` (gpu queue) loads, infers and encodes, writes the results durably,
-then queues ``deliver_results`` (io queue), which sends them to the archive. Both are
+``analyse_series`` (gpu queue) loads, infers and encodes, writes the results durably
+and plans them into the outbox, then queues ``deliver_results`` (io queue), which
+sends what is due to each destination (``workers.deliver``). Both are
 idempotent: results have deterministic UIDs and a finished job is not run again.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from datetime import timedelta
 from io import BytesIO
 from pathlib import Path
@@ -17,19 +17,16 @@ from celery import Celery, Task
 from pydicom import dcmwrite
 from sqlalchemy import select
 
-from node.db.models import Instance, Job, JobState
-from node.dispatch import DeliveryError, Outgoing, store_files
+from node.db.models import Instance, Job
 from node.jobs.contracts import ANALYSE_TASK, DELIVER_TASK
 from node.jobs.heartbeat import JobHeartbeat
 from node.jobs.ledger import NewResult
 from workers.context import WorkerContext
+from workers.deliver import run_delivery
 from workers.errors import AnalysisError, ModelUnavailable, SeriesNotAnalysable
 from workers.pipeline import Analysis, analyse
 
 log = logging.getLogger(__name__)
-
-DELIVERY_ATTEMPTS = 6
-DELIVERY_BACKOFF_SECONDS = 2.0
 
 
 def _job_inputs(ctx: WorkerContext, job_id: int) -> tuple[Job, list[Path], list[list[Path]]]:
@@ -100,7 +97,7 @@ def _analyse_job(ctx: WorkerContext, job_id: int, attempt: int) -> bool:
         analysis = analyse(paths, package, ctx.device, ctx.cache, step, additional)
         with step("store"):
             kept = _keep_results(ctx, job_id, analysis)
-        ctx.ledger.analysed(job_id, analysis.findings, kept)
+        ctx.ledger.analysed(job_id, analysis.findings, kept, ctx.settings.all_destinations)
     except AnalysisError as exc:
         log.warning("job %s: %s", job_id, exc)
         ctx.ledger.fail(job_id, str(exc))
@@ -112,45 +109,17 @@ def _analyse_job(ctx: WorkerContext, job_id: int, attempt: int) -> bool:
     return True
 
 
-def run_delivery(ctx: WorkerContext, job_id: int, attempt: int) -> float | None:
-    """Send a job's undelivered results; the seconds to wait before retrying, or None."""
-    if ctx.ledger.state_of(job_id) is not JobState.DELIVERING:
-        return None
-    destination = ctx.settings.archive_destination
-    if destination is None:
-        ctx.ledger.succeed(job_id)  # results stay in the results directory
-        return None
-    pending = ctx.ledger.undelivered(job_id)
-    outgoing = [
-        Outgoing(ctx.settings.results_dir / r.path, r.sop_class_uid, r.sop_instance_uid)
-        for r in pending
-    ]
-    try:
-        store_files(destination, ctx.settings.ae_title, outgoing)
-    except (DeliveryError, OSError) as exc:
-        for result in pending:
-            ctx.ledger.delivery_failed(result.id, str(exc))
-        if attempt + 1 >= DELIVERY_ATTEMPTS:
-            ctx.ledger.fail(job_id, f"delivery to {destination} failed {attempt + 1} times: {exc}")
-            return None
-        delay = DELIVERY_BACKOFF_SECONDS * 2**attempt
-        return delay * random.uniform(0.8, 1.2)  # jitter: archives recover in a herd otherwise
-    for result in pending:
-        ctx.ledger.delivered(result.id)
-    ctx.ledger.succeed(job_id)
-    log.info("job %s delivered %d object(s) to %s", job_id, len(pending), destination)
-    return None
-
-
 def register_tasks(app: Celery, ctx: WorkerContext) -> None:
     @app.task(name=ANALYSE_TASK, bind=True)
     def analyse_series(self: Task, job_id: int) -> None:
         run_analysis(ctx, job_id)
 
-    @app.task(name=DELIVER_TASK, bind=True, max_retries=DELIVERY_ATTEMPTS)
+    @app.task(name=DELIVER_TASK, bind=True)
     def deliver_results(self: Task, job_id: int) -> None:
-        wait = run_delivery(ctx, job_id, self.request.retries)
+        # Attempts and backoff live in the outbox, not in Celery's retry counter: they
+        # survive a broker that loses its messages and a node restart.
+        wait = run_delivery(ctx, job_id)
         if wait is not None:
-            raise self.retry(countdown=wait)
+            ctx.queue.send_delivery(job_id, countdown=wait)
 
     _ = (analyse_series, deliver_results)  # registered on the app by the decorator

@@ -48,6 +48,15 @@ class JobState(enum.StrEnum):
     FAILED = "failed"  # reason in Job.error; retry through the API
 
 
+class DeliveryState(enum.StrEnum):
+    """One result's way to one destination (the outbox)."""
+
+    PENDING = "pending"  # to be sent at next_attempt_at
+    COMMITTING = "committing"  # stored; waiting for the archive's storage commitment
+    DELIVERED = "delivered"  # stored (and committed, where the destination asks for it)
+    DEAD = "dead"  # every attempt failed; POST /api/jobs/{id}/retry sends it again
+
+
 class StepState(enum.StrEnum):
     RUNNING = "running"
     DONE = "done"
@@ -188,13 +197,18 @@ class JobStep(Base):
 
 
 class ResultObject(Base):
-    """A DICOM object a job produced (SEG, SR), its file and its delivery."""
+    """A DICOM object a job produced (SEG, SR, SC), its file and its delivery.
+
+    ``delivered_at`` and ``delivery_error`` summarise the object's outbox rows
+    (``deliveries``): delivered to every destination that takes it, and the latest
+    reason one of them failed.
+    """
 
     __tablename__ = "result_object"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_pk: Mapped[int] = mapped_column(ForeignKey("job.id"))
-    kind: Mapped[str] = mapped_column(String(8))  # "SEG" or "SR"
+    kind: Mapped[str] = mapped_column(String(8))  # "SEG", "SR" or "SC"
     sop_class_uid: Mapped[str] = mapped_column(_UID)
     sop_instance_uid: Mapped[str] = mapped_column(_UID, unique=True)
     path: Mapped[str] = mapped_column(Text)  # relative to the results directory
@@ -202,3 +216,47 @@ class ResultObject(Base):
     delivery_error: Mapped[str] = mapped_column(Text, default="")
 
     job: Mapped[Job] = relationship(back_populates="results")
+    deliveries: Mapped[list[Delivery]] = relationship(
+        back_populates="result", order_by="Delivery.id"
+    )
+
+
+class Delivery(Base):
+    """The outbox: one result object on its way to one destination."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (UniqueConstraint("result_pk", "destination", name="uq_delivery_target"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    result_pk: Mapped[int] = mapped_column(ForeignKey("result_object.id"))
+    destination: Mapped[str] = mapped_column(String(64))  # a configured destination's name
+    state: Mapped[DeliveryState] = mapped_column(
+        Enum(DeliveryState, native_enum=False, length=16), default=DeliveryState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Pending: not before this. Committing: the commitment report is late after this.
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    transaction_uid: Mapped[str | None] = mapped_column(_UID, nullable=True, index=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    stored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    result: Mapped[ResultObject] = relationship(back_populates="deliveries")
+    history: Mapped[list[DeliveryAttempt]] = relationship(
+        back_populates="delivery", order_by="DeliveryAttempt.id"
+    )
+
+
+class DeliveryAttempt(Base):
+    """One try of one delivery: when, and how it ended."""
+
+    __tablename__ = "delivery_attempt"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_pk: Mapped[int] = mapped_column(ForeignKey("delivery.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(16))  # stored, committed, failed
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+    delivery: Mapped[Delivery] = relationship(back_populates="history")

@@ -6,12 +6,11 @@ from celery import Celery
 
 from node.jobs.contracts import ANALYSE_TASK, DELIVER_TASK, GPU_QUEUE, IO_QUEUE
 
-# The longest analysis we expect, with margin. Redis re-delivers an unacknowledged
-# message after the visibility timeout, so it must exceed the longest job.
-VISIBILITY_TIMEOUT_SECONDS = 6 * 3600
 
-
-def make_celery(broker_url: str) -> Celery:
+def make_celery(broker_url: str, visibility_timeout: float) -> Celery:
+    """The node's Celery app. ``visibility_timeout``: Redis re-delivers a message not
+    acknowledged within it, so it should exceed the longest job (a job that outlives
+    it anyway is not run twice: see ``JobLedger.start``)."""
     app = Celery("ainode", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
@@ -22,7 +21,7 @@ def make_celery(broker_url: str) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
+        broker_transport_options={"visibility_timeout": visibility_timeout},
         broker_connection_retry_on_startup=True,
         task_routes={ANALYSE_TASK: {"queue": GPU_QUEUE}, DELIVER_TASK: {"queue": IO_QUEUE}},
         task_default_queue=GPU_QUEUE,

@@ -16,6 +16,8 @@ from sqlalchemy import select, update
 
 from node.db.models import Job, JobState, JobStep, ResultObject, StepState, utcnow
 from node.db.session import SessionFactory, transaction
+from node.jobs import outbox
+from node.settings import Destination
 
 RETRYABLE = {JobState.FAILED, JobState.SUCCEEDED}
 
@@ -41,10 +43,12 @@ class JobLedger:
     def __init__(self, sessions: SessionFactory) -> None:
         self.sessions = sessions
 
-    def mark_enqueued(self, job_id: int) -> None:
+    def mark_enqueued(self, job_id: int, countdown: float = 0.0) -> None:
+        """Record when the job's message is due to be taken (now, or after a countdown),
+        so the reconciler re-sends it only once it is overdue."""
         with transaction(self.sessions) as session:
             job = session.get_one(Job, job_id)
-            job.enqueued_at = utcnow()
+            job.enqueued_at = utcnow() + timedelta(seconds=countdown)
 
     def start(self, job_id: int, lost_after: timedelta) -> int | None:
         """Take a job for analysis; the attempt number, or None if there is nothing to do.
@@ -112,12 +116,20 @@ class JobLedger:
             row.seconds = round(seconds, 4)
             row.detail = detail[:2000]
 
-    def analysed(self, job_id: int, findings: dict, results: list[NewResult]) -> None:
-        """The job's results are encoded and on disk; delivery comes next."""
+    def analysed(
+        self,
+        job_id: int,
+        findings: dict,
+        results: list[NewResult],
+        destinations: list[Destination],
+    ) -> None:
+        """The job's results are encoded and on disk; each is planned into the outbox
+        for every destination that takes it, in the same transaction."""
         with transaction(self.sessions) as session:
             job = session.get_one(Job, job_id)
             job.findings = findings
             job.state = JobState.DELIVERING
+            rows = []
             for result in results:
                 row = session.scalars(
                     select(ResultObject).where(
@@ -133,26 +145,9 @@ class JobLedger:
                 row.path = result.path
                 row.delivered_at = None
                 row.delivery_error = ""
-
-    def undelivered(self, job_id: int) -> list[ResultObject]:
-        with self.sessions() as session:
-            return list(
-                session.scalars(
-                    select(ResultObject)
-                    .where(ResultObject.job_pk == job_id, ResultObject.delivered_at.is_(None))
-                    .order_by(ResultObject.id)
-                )
-            )
-
-    def delivered(self, result_id: int) -> None:
-        with transaction(self.sessions) as session:
-            row = session.get_one(ResultObject, result_id)
-            row.delivered_at = utcnow()
-            row.delivery_error = ""
-
-    def delivery_failed(self, result_id: int, reason: str) -> None:
-        with transaction(self.sessions) as session:
-            session.get_one(ResultObject, result_id).delivery_error = reason[:2000]
+                rows.append(row)
+            session.flush()
+            outbox.plan(session, job, rows, destinations)
 
     def succeed(self, job_id: int) -> None:
         with transaction(self.sessions) as session:

@@ -21,6 +21,7 @@ from node.index import InstanceHeader, index_instance
 from node.jobs.celery_app import make_celery
 from node.jobs.contracts import GPU_QUEUE
 from node.jobs.ledger import JobLedger
+from node.jobs.outbox import Outbox
 from node.jobs.queue import JobQueue
 from node.scheduler import Scheduler
 from node.settings import Settings
@@ -64,7 +65,11 @@ def scheduler(tmp_path: Path, sessions: SessionFactory, machine_redis_url: str) 
         ]
     )
     ledger = JobLedger(sessions)
-    queue = JobQueue(make_celery(machine_redis_url), ledger)
+    queue = JobQueue(
+        make_celery(machine_redis_url, settings.visibility_timeout_seconds),
+        ledger,
+        Outbox(sessions, settings),
+    )
     return Scheduler(settings, sessions, registry, queue, ledger)
 
 
@@ -171,7 +176,11 @@ def multimodal(tmp_path: Path, sessions: SessionFactory, machine_redis_url: str)
     settings = Settings(data_dir=tmp_path, stable_seconds=0)
     ledger = JobLedger(sessions)
     registry = ModelRegistry(packages=[ModelPackage(tmp_path / "m", multimodal_manifest())])
-    queue = JobQueue(make_celery(machine_redis_url), ledger)
+    queue = JobQueue(
+        make_celery(machine_redis_url, settings.visibility_timeout_seconds),
+        ledger,
+        Outbox(sessions, settings),
+    )
     return Scheduler(settings, sessions, registry, queue, ledger)
 
 

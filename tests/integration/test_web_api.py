@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node.db.models import (
     Base,
+    Delivery,
+    DeliveryState,
     Instance,
     Job,
     JobState,
@@ -208,6 +210,23 @@ def seed(sessions: sessionmaker[Session]) -> None:
                     sop_instance_uid="2.25.3",
                     path="b/seg.dcm",
                     delivery_error="association rejected",
+                    deliveries=[
+                        Delivery(
+                            destination="archive",
+                            state=DeliveryState.PENDING,
+                            attempts=2,
+                            next_attempt_at=at(13),
+                            last_error="association rejected",
+                        ),
+                        Delivery(
+                            destination="viewer",
+                            state=DeliveryState.DELIVERED,
+                            attempts=1,
+                            next_attempt_at=at(11),
+                            stored_at=at(12),
+                            delivered_at=at(12),
+                        ),
+                    ],
                 ),
             ]
         )
@@ -368,6 +387,26 @@ def test_jobs_newest_first_with_steps_and_results(node: Node) -> None:
             "sop_instance_uid": "2.25.3",
             "delivered_at": None,
             "delivery_error": "association rejected",
+            "deliveries": [
+                {
+                    "destination": "archive",
+                    "state": "pending",
+                    "attempts": 2,
+                    "next_attempt_at": at(13).isoformat().replace("+00:00", "Z"),
+                    "last_error": "association rejected",
+                    "stored_at": None,
+                    "delivered_at": None,
+                },
+                {
+                    "destination": "viewer",
+                    "state": "delivered",
+                    "attempts": 1,
+                    "next_attempt_at": None,
+                    "last_error": "",
+                    "stored_at": at(12).isoformat().replace("+00:00", "Z"),
+                    "delivered_at": at(12).isoformat().replace("+00:00", "Z"),
+                },
+            ],
         }
     ]
     running = jobs[0]

@@ -1,7 +1,8 @@
 """``/api/jobs``: jobs newest first, one job, and retrying a failed job.
 
-A retry is handed to the ``retry_job`` callable the node supplied (its one job-state
-owner); this module only reads jobs.
+Each result lists its outbox rows (destination, state, attempts, last error), so a
+dead-lettered delivery shows as such. A retry is handed to the ``retry_job`` callable
+the node supplied (its one job-state owner); this module only reads jobs.
 """
 
 from __future__ import annotations
@@ -13,9 +14,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql import Select
 
-from node.db.models import Job, JobState, Series
+from node.db.models import DeliveryState, Job, JobState, ResultObject, Series
 from node.web.routes.deps import RetryJobDep, SessionDep
-from node.web.routes.schemas import ErrorOut, JobOut, ResultOut, RetryOut, StepOut
+from node.web.routes.schemas import (
+    DeliveryOut,
+    ErrorOut,
+    JobOut,
+    ResultOut,
+    RetryOut,
+    StepOut,
+)
 
 router = APIRouter(tags=["jobs"])
 
@@ -24,7 +32,7 @@ def _job_query() -> Select[tuple[Job]]:
     return select(Job).options(
         selectinload(Job.series).selectinload(Series.study),
         selectinload(Job.steps),
-        selectinload(Job.results),
+        selectinload(Job.results).selectinload(ResultObject.deliveries),
     )
 
 
@@ -64,6 +72,20 @@ def _job_out(job: Job) -> JobOut:
                 sop_instance_uid=result.sop_instance_uid,
                 delivered_at=result.delivered_at,
                 delivery_error=result.delivery_error,
+                deliveries=[
+                    DeliveryOut(
+                        destination=row.destination,
+                        state=row.state,
+                        attempts=row.attempts,
+                        next_attempt_at=(
+                            row.next_attempt_at if row.state is DeliveryState.PENDING else None
+                        ),
+                        last_error=row.last_error,
+                        stored_at=row.stored_at,
+                        delivered_at=row.delivered_at,
+                    )
+                    for row in result.deliveries
+                ],
             )
             for result in sorted(job.results, key=lambda result: result.id)
         ],
@@ -101,7 +123,11 @@ def read_job(session: SessionDep, job_id: int) -> JobOut:
     responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
 )
 def retry_job(session: SessionDep, retry: RetryJobDep, job_id: int) -> RetryOut:
-    """Reset a failed job and queue it again; 409 with the reason when it cannot be now."""
+    """Retry a finished job; 409 with the reason when it cannot be now.
+
+    A job whose deliveries were dead-lettered sends its results again; any other
+    finished job is analysed again.
+    """
     try:
         retry(job_id)
     except LookupError as exc:

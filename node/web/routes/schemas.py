@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel
 
-from node.db.models import JobState, SeriesState, StepState
+from node.db.models import DeliveryState, JobState, SeriesState, StepState
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -83,11 +83,24 @@ class StepOut(BaseModel):
     detail: str
 
 
+class DeliveryOut(BaseModel):
+    """One result's way to one destination (a row of the outbox)."""
+
+    destination: str
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: UtcDatetime | None  # pending: when it is tried next
+    last_error: str
+    stored_at: UtcDatetime | None
+    delivered_at: UtcDatetime | None  # stored, and committed where the destination asks
+
+
 class ResultOut(BaseModel):
     kind: str
     sop_instance_uid: str
-    delivered_at: UtcDatetime | None
+    delivered_at: UtcDatetime | None  # delivered to every destination that takes it
     delivery_error: str
+    deliveries: list[DeliveryOut]
 
 
 class JobOut(BaseModel):

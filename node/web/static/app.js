@@ -181,14 +181,24 @@ function stepCells(job) {
   ];
 }
 
+function deliveryLine(row) {
+  const tries = `${row.attempts} attempt${row.attempts === 1 ? "" : "s"}`;
+  if (row.state === "delivered") return `${row.destination}: delivered ${when(row.delivered_at)}`;
+  if (row.state === "committing") return `${row.destination}: stored, awaiting storage commitment`;
+  if (row.state === "dead") return `${row.destination}: dead-lettered after ${tries}: ${row.last_error}`;
+  const next = row.next_attempt_at ? `, next ${when(row.next_attempt_at)}` : "";
+  return `${row.destination}: pending (${tries}${next})${row.last_error ? ": " + row.last_error : ""}`;
+}
+
 function resultChip(result) {
+  const rows = result.deliveries || [];
   let status = "pending";
-  if (result.delivered_at) status = "delivered";
+  if (rows.some((row) => row.state === "dead")) status = "dead";
+  else if (result.delivered_at) status = "delivered";
   else if (result.delivery_error) status = "error";
-  const mark = { delivered: "✓", error: "✗", pending: "…" }[status];
-  const title = result.delivered_at
-    ? `delivered ${when(result.delivered_at)}\n${result.sop_instance_uid}`
-    : result.delivery_error || `not delivered yet\n${result.sop_instance_uid}`;
+  const mark = { delivered: "✓", error: "✗", dead: "✗", pending: "…" }[status];
+  const lines = rows.length ? rows.map(deliveryLine) : ["kept on the node (no destination takes it)"];
+  const title = `${result.sop_instance_uid}\n${lines.join("\n")}`;
   return el("span", { class: `result result-${status}`, title }, [`${result.kind} ${mark}`]);
 }
 
@@ -205,8 +215,10 @@ function renderJobs(jobs) {
     ...jobs.map((job) => {
       const results = job.results.map(resultChip);
       for (const result of job.results) {
-        if (!result.delivered_at && result.delivery_error) {
-          results.push(el("div", { class: "error-text small", text: `${result.kind}: ${result.delivery_error}` }));
+        for (const row of result.deliveries || []) {
+          if (row.state === "dead" || (row.state === "pending" && row.last_error)) {
+            results.push(el("div", { class: "error-text small", text: `${result.kind} → ${deliveryLine(row)}` }));
+          }
         }
       }
       if (job.findings !== null && job.findings !== undefined) {
