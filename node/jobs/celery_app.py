@@ -21,7 +21,14 @@ def make_celery(broker_url: str, visibility_timeout: float) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout,
+            # How often an idle worker looks for messages past their visibility
+            # timeout (kombu's default sweep is about every 100 s): a tenth of the
+            # timeout, between 1 and 10 s.
+            "unacked_restore_interval": min(10.0, max(1.0, visibility_timeout / 10)),
+            "unacked_restore_throttle": 1,
+        },
         broker_connection_retry_on_startup=True,
         task_routes={ANALYSE_TASK: {"queue": GPU_QUEUE}, DELIVER_TASK: {"queue": IO_QUEUE}},
         task_default_queue=GPU_QUEUE,

@@ -4,6 +4,10 @@
   new worker, the reconciler sees the job's heartbeat stop and runs it again.
 - The archive down for a while, then back: delivery retries with backoff.
 - The node itself stopped between encoding and delivery, then started again.
+- Redis restarted with its data lost while jobs are queued and running: the
+  reconciler re-sends from the database what the broker forgot.
+- A job that outlives the broker's visibility timeout: Redis hands its message to a
+  second worker, which sees the job alive in the database and leaves it.
 
 Each ends with exactly the expected objects in the archive, none lost, none twice.
 """
@@ -12,12 +16,16 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
+import redis
 
 from models.phantom import make_phantom
 from tests.factories import make_ct_series, write_series
@@ -102,9 +110,9 @@ def archive_counts(archive: Orthanc) -> dict[str, int]:
     return {m: len(held.get(m, [])) for m in ("SEG", "SR")}
 
 
-def jobs_in(node: NodeProcess, *states: str) -> list | None:
+def jobs_in(node: NodeProcess, *states: str, count: int = 4) -> list | None:
     jobs = node.get("/api/jobs")
-    done = len(jobs) == 4 and all(j["state"] in states for j in jobs)  # type: ignore[arg-type]
+    done = len(jobs) == count and all(j["state"] in states for j in jobs)  # type: ignore[arg-type]
     return jobs if done else None  # type: ignore[return-value]
 
 
@@ -112,7 +120,10 @@ def test_archive_down_for_a_while_then_back(tmp_path: Path) -> None:
     studies = [study(tmp_path, seed, slices=12) for seed in (201, 202)]
     archive_port = free_port()
     env, dicom_port, http_port = node_environment(
-        tmp_path / "node", archive=f"ORTHANC@127.0.0.1:{archive_port}"
+        tmp_path / "node",
+        archive=f"ORTHANC@127.0.0.1:{archive_port}",
+        delivery_backoff_seconds="1",
+        delivery_backoff_max_seconds="4",
     )
     node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
     node.start()
@@ -173,3 +184,157 @@ def test_node_restarted_between_encoding_and_delivery(tmp_path: Path) -> None:
         f"{found}, delivered {recovered:.1f} s after the restart"
     )
     assert found == EXPECTED
+
+
+class RedisServer:
+    """A private redis-server without persistence: a restart loses every message."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        wait_for(lambda: _pings(client), timeout=20, interval=0.1, what="redis-server")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _pings(client: object) -> bool:
+    try:
+        return bool(client.ping())  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+def queued_and_running(node: NodeProcess) -> bool:
+    jobs = node.get("/api/jobs")
+    states = [j["state"] for j in jobs]  # type: ignore[union-attr]
+    inferring = any(
+        j["state"] == "running" and any(s["name"] == "infer" for s in j["steps"])
+        for j in jobs  # type: ignore[union-attr]
+    )
+    return inferring and "queued" in states
+
+
+def test_redis_restarted_with_its_data_lost(
+    tmp_path: Path, orthanc: Orthanc, redis_server: RedisServer
+) -> None:
+    studies = [study(tmp_path, seed, slices=60) for seed in (401, 402, 403)]
+    env, dicom_port, http_port = node_environment(
+        tmp_path / "node",
+        archive=orthanc.destination,
+        broker_url=redis_server.url,
+        reconcile_seconds="3",
+        heartbeat_seconds="1",
+        lost_worker_seconds="20",
+    )
+    node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
+    node.start()
+    try:
+        for files in studies:
+            Orthanc.store_to(files, "127.0.0.1", dicom_port, "AINODE")
+        wait_for(
+            lambda: queued_and_running(node), timeout=120, interval=0.2,
+            what="a job running and others queued",
+        )  # fmt: skip
+        redis_server.kill()
+        redis_server.start()  # same port, nothing in it
+        restarted_at = time.monotonic()
+        try:
+            jobs = wait_for(
+                lambda: jobs_in(node, "succeeded", count=6), timeout=300,
+                what="every job delivered after the broker lost its data",
+            )  # fmt: skip
+        except AssertionError:
+            print(node.log())
+            raise
+        recovered = time.monotonic() - restarted_at
+    finally:
+        node.stop()
+    # The queued jobs' messages were gone: the reconciler sent them again.
+    assert "re-sent jobs the broker may have lost" in node.log(500_000)
+    found = archive_counts(orthanc)
+    expected = {"SEG": 3, "SR": 6}
+    print(
+        f"redis restarted empty: studies sent 3, objects expected {sum(expected.values())}, "
+        f"found {sum(found.values())} {found}, recovered in {recovered:.1f} s"
+    )
+    assert found == expected
+    assert all(j["attempts"] >= 1 for j in jobs)
+
+
+def test_job_outliving_the_visibility_timeout_runs_once(
+    tmp_path: Path, orthanc: Orthanc, redis_server: RedisServer
+) -> None:
+    files = study(tmp_path, 601, slices=200)
+    env, dicom_port, http_port = node_environment(
+        tmp_path / "node",
+        archive=orthanc.destination,
+        broker_url=redis_server.url,
+        visibility_timeout_seconds="2",
+        heartbeat_seconds="1",
+        lost_worker_seconds="60",
+    )
+    node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
+    node.start()
+    # A second worker, as a second GPU machine would run: idle while the first runs
+    # the long segmentation, so it is the one Redis re-delivers the message to.
+    second_log = tmp_path / "second-worker.log"
+    with second_log.open("wb") as log:
+        second = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "worker"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        Orthanc.store_to(files, "127.0.0.1", dicom_port, "AINODE")
+        started = time.monotonic()
+        try:
+            jobs = wait_for(
+                lambda: jobs_in(node, "succeeded", count=2), timeout=300,
+                what="both jobs delivered",
+            )  # fmt: skip
+        except AssertionError:
+            print(node.log(), second_log.read_text(errors="replace")[-4000:])
+            raise
+        took = time.monotonic() - started
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(timeout=60)
+        node.stop()
+    logs = node.log(200_000) + second_log.read_text(errors="replace")
+    redelivered = logs.count("has nothing to do (finished, gone, or running elsewhere)")
+    seg_job = next(j for j in jobs if j["model_name"] == "ct-lung-nodule-seg")
+    found = archive_counts(orthanc)
+    expected = {"SEG": 1, "SR": 2}
+    print(
+        f"visibility timeout 2 s: studies sent 1, the segmentation ran "
+        f"{max(s['seconds'] or 0 for s in seg_job['steps'] if s['name'] == 'infer'):.1f} s "
+        f"(job {took:.1f} s), messages re-delivered and declined {redelivered}, "
+        f"objects expected {sum(expected.values())}, found {sum(found.values())} {found}"
+    )
+    assert redelivered >= 1, "the broker never re-delivered the long job's message"
+    assert seg_job["attempts"] == 1  # re-delivered, never run twice
+    assert found == expected
