@@ -33,6 +33,7 @@ from workers.encode.seg import encode_segmentation  # noqa: E402
 from workers.encode.sr import encode_report  # noqa: E402
 from workers.infer import NetworkCache, run_model  # noqa: E402
 from workers.load import load_series  # noqa: E402
+from workers.volume import ModelOutput  # noqa: E402
 
 STAGES = ("decode", "preprocess", "infer", "postprocess", "encode")
 
@@ -65,6 +66,8 @@ def main() -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     phantom = make_phantom(np.random.default_rng(7), (args.slices, 512, 512), (1.0, 0.7, 0.7), 2)
     rows = []
+    reference: dict[str, object] = {}  # the CPU output of each model
+    agreement: list[str] = []
     with tempfile.TemporaryDirectory() as folder:
         paths = write_series(make_ct_series(phantom.hu, phantom.spacing), Path(folder))
         del phantom
@@ -77,7 +80,17 @@ def main() -> None:
                 timings = Timings()
                 with timings("decode"):
                     volume = load_series(paths)
+                if device.type == "cuda":
+                    run_model(package, volume, device, cache)  # kernels chosen and compiled
+                    torch.cuda.reset_peak_memory_stats()
                 output = run_model(package, volume, device, cache, step=timings)
+                if device.type == "cpu":
+                    reference[name] = output
+                else:
+                    agreement.append(f"{name}: " + compare(reference[name], output))  # type: ignore[arg-type]
+                    agreement[-1] += (
+                        f"; GPU peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+                    )
                 with timings("encode"):
                     manifest = package.manifest
                     uids = result_uids(
@@ -108,6 +121,24 @@ def main() -> None:
         cells = " ".join(f"{timings.seconds[s]:8.2f} ({timings.peak_mb[s]:6.0f})" for s in STAGES)
         print(f"{device:6} {name:22} {cells}")
     print(f"process max RSS: {maxrss_mb:.0f} MiB; torch threads: {torch.get_num_threads()}")
+    if agreement:
+        print(f"CUDA ({torch.cuda.get_device_name()}) against CPU, mixed precision:")
+        for line in agreement:
+            print(f"  {line}")
+
+
+def compare(cpu: ModelOutput, gpu: ModelOutput) -> str:
+    """How far the CUDA (autocast) output is from the CPU (float32) one."""
+    parts = []
+    if cpu.labels is not None and gpu.labels is not None:
+        for label in sorted(set(np.unique(cpu.labels)) - {0}):
+            a, b = cpu.labels == label, gpu.labels == label
+            dice = 2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
+            parts.append(f"label {label} Dice {dice:.4f}")
+        parts.append(f"voxels differing {np.mean(cpu.labels != gpu.labels):.2e}")
+    for key, value in cpu.probabilities.items():
+        parts.append(f"{key} p {value:.4f} vs {gpu.probabilities.get(key, float('nan')):.4f}")
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":
