@@ -178,11 +178,30 @@ class ClassSpec(BaseModel):
     threshold: float = Field(default=0.5, ge=0, le=1)
 
 
+class SegmentationType(StrEnum):
+    """How a segmentation model's SEG stores its segments.
+
+    ``binary``: each voxel is in a segment or not (the label volume). ``fractional``:
+    each segment's probability, 0 to 1 in steps of 1/255 (a DICOM FRACTIONAL SEG of
+    type PROBABILITY), for viewers and downstream tools that threshold it themselves.
+    """
+
+    BINARY = "binary"
+    FRACTIONAL = "fractional"
+
+
 class Outputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     segments: list[SegmentSpec] = Field(default_factory=list)
     classes: list[ClassSpec] = Field(default_factory=list)
+    segmentation_type: SegmentationType = SegmentationType.BINARY
+
+    @model_validator(mode="after")
+    def _fractional_needs_segments(self) -> Outputs:
+        if self.segmentation_type is SegmentationType.FRACTIONAL and not self.segments:
+            raise ValueError("segmentation_type fractional needs segments to encode")
+        return self
 
 
 class ModelManifest(BaseModel):

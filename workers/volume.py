@@ -64,7 +64,12 @@ class ModelOutput:
     ``labels`` (uint8, same shape as the volume, 0 = background) holds the manifest's
     segment label values, or is None for a classification-only model.
     ``probabilities`` maps each manifest class name to its probability.
+    ``segment_probabilities`` (float32, (segments, slices, rows, columns), in [0, 1])
+    holds each manifest segment's probability per voxel, in manifest order; it is
+    filled only for a model whose manifest asks for a fractional SEG, as it takes four
+    bytes per voxel and segment.
     """
 
     labels: np.ndarray | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
+    segment_probabilities: np.ndarray | None = field(default=None, repr=False)
