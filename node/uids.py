@@ -57,7 +57,8 @@ def derive_uid(*parts: str | Iterable[str]) -> str:
 def result_uids(
     source_sop_uids: Iterable[str], model_name: str, model_version: str
 ) -> dict[str, str]:
-    """UIDs for one job's results: the SEG and SR series and instances."""
+    """UIDs for one job's results: the SEG, SR and SC overlay series and instances
+    (each overlay image derives its own from ``overlay_instance``)."""
     sources = sorted(source_sop_uids)
     base = ("ainode-result", model_name, model_version, sources)
 
@@ -69,4 +70,6 @@ def result_uids(
         "seg_instance": uid("seg-instance"),
         "sr_series": uid("sr-series"),
         "sr_instance": uid("sr-instance"),
+        "overlay_series": uid("overlay-series"),
+        "overlay_instance": uid("overlay-instance"),
     }

@@ -56,7 +56,53 @@ def test_derived_uids_are_deterministic_valid_and_distinct() -> None:
     # The order instances arrived in does not matter; the model version does.
     assert first == result_uids(list(reversed(sources)), "model", "1.0.0")
     assert first != result_uids(sources, "model", "1.0.1")
-    assert len(set(first.values())) == 4
+    assert len(set(first.values())) == len(first) == 6
     for uid in first.values():
         assert validate_uid(uid) == uid and uid.startswith("2.25.")
     assert derive_uid("a", "b") != derive_uid("ab")
+
+
+def test_destinations_from_the_environment_and_their_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "AINODE_DESTINATIONS",
+        '[{"name": "viewer", "stow_url": "http://viewer/dicom-web", "kinds": ["SR", "SC"]},'
+        ' {"name": "lung", "dicom": "REG@reg:104", "models": ["ct-lung-nodule-seg"],'
+        ' "storage_commitment": true}]',
+    )
+    settings = Settings.load(archive="PACS@pacs:104")
+    names = [d.name for d in settings.all_destinations]
+    assert names == ["archive", "viewer", "lung"]
+    viewer, lung = settings.destination("viewer"), settings.destination("lung")
+    assert viewer is not None and lung is not None
+    assert viewer.takes("SC", "any-model") and not viewer.takes("SEG", "any-model")
+    assert lung.takes("SEG", "ct-lung-nodule-seg") and not lung.takes("SEG", "other")
+    assert lung.dicom_destination == DicomDestination(ae_title="REG", host="reg", port=104)
+    # A worker rebuilds the same destinations from the environment it is given.
+    monkeypatch.delenv("AINODE_DESTINATIONS")
+    for key, value in settings.worker_environment().items():
+        monkeypatch.setenv(key, value)
+    assert Settings.load().all_destinations == settings.all_destinations
+
+
+@pytest.mark.parametrize(
+    ("destination", "message"),
+    [
+        ({"name": "x"}, "exactly one of dicom, stow_url"),
+        ({"name": "x", "dicom": "A@h:1", "stow_url": "http://h"}, "exactly one of dicom"),
+        ({"name": "x", "stow_url": "ftp://h"}, "http"),
+        ({"name": "x", "stow_url": "http://h", "storage_commitment": True}, "needs dicom"),
+        ({"name": "x", "dicom": "h:104"}, "AET@host:port"),
+        ({"name": "x", "dicom": "A@h:1", "kinds": ["PDF"]}, "kinds"),
+        ({"name": "bad name", "dicom": "A@h:1"}, "name"),
+    ],
+)
+def test_bad_destinations_are_refused(destination: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(destinations=[destination])
+
+
+def test_destination_names_are_unique() -> None:
+    with pytest.raises(ValidationError, match="unique: archive"):
+        Settings(archive="A@h:1", destinations=[{"name": "archive", "dicom": "B@h:2"}])

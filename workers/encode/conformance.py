@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 from pydicom import Dataset
 
+from workers.encode.overlay import check_overlay
 from workers.errors import EncodingError
 
 # (code value, meaning) of the DCM concepts the checks look for, as PS3.16 names them.
@@ -182,7 +184,9 @@ def check_segmentation(seg: Dataset) -> list[str]:
 
     Every segment is coded (property category and type) and identifies the
     automatic algorithm that made it; the SEG references its source series; every
-    frame refers to a declared segment.
+    frame refers to a declared segment; the pixels are stored as its Segmentation Type
+    says (one bit for BINARY; for FRACTIONAL eight bits, a fractional type and a
+    maximum value that no stored value exceeds).
     """
     problems: list[str] = []
     segments = seg.get("SegmentSequence", [])
@@ -211,6 +215,52 @@ def check_segmentation(seg: Dataset) -> list[str]:
     if not seg.get("ReferencedSeriesSequence"):
         problems.append("SEG: ReferencedSeriesSequence is empty (no source series referenced)")
     problems.extend(_check_frame_segments(seg, declared))
+    problems.extend(_check_segmentation_type(seg))
+    return problems
+
+
+def _check_segmentation_type(seg: Dataset) -> list[str]:
+    kind = seg.get("SegmentationType")
+    if kind == "BINARY":
+        problems = []
+        if seg.get("BitsAllocated") != 1:
+            problems.append(f"SEG: BINARY with Bits Allocated {seg.get('BitsAllocated')}, not 1")
+        for keyword in ("SegmentationFractionalType", "MaximumFractionalValue"):
+            if keyword in seg:
+                problems.append(f"SEG: BINARY has {keyword} (FRACTIONAL only)")
+        return problems
+    if kind == "FRACTIONAL":
+        return _check_fractional(seg)
+    # LABELMAP is another SOP class, which the archives here refuse.
+    return [f"SEG: Segmentation Type is {kind!r}, not BINARY or FRACTIONAL"]
+
+
+def _check_fractional(seg: Dataset) -> list[str]:
+    problems = []
+    if seg.get("BitsAllocated") != 8:
+        problems.append(f"SEG: FRACTIONAL with Bits Allocated {seg.get('BitsAllocated')}, not 8")
+    if seg.get("SegmentationFractionalType") not in ("PROBABILITY", "OCCUPANCY"):
+        problems.append(
+            f"SEG: FRACTIONAL with Segmentation Fractional Type "
+            f"{seg.get('SegmentationFractionalType')!r}, not PROBABILITY or OCCUPANCY"
+        )
+    maximum = seg.get("MaximumFractionalValue")
+    if maximum is None or not 1 <= int(maximum) <= 255:
+        problems.append(f"SEG: FRACTIONAL with Maximum Fractional Value {maximum!r}, not 1 to 255")
+        return problems
+    syntax = getattr(getattr(seg, "file_meta", None), "TransferSyntaxUID", None)
+    if "PixelData" not in seg or (syntax is not None and syntax.is_encapsulated):
+        return problems  # compressed frames are the codec's to check
+    size = int(seg.get("NumberOfFrames") or 1) * int(seg.Rows) * int(seg.Columns)
+    if len(seg.PixelData) < size:
+        problems.append(f"SEG: Pixel Data holds {len(seg.PixelData)} bytes, the frames {size}")
+        return problems
+    # Pixel Data may end in one padding byte, which is no pixel.
+    highest = int(np.frombuffer(seg.PixelData, dtype=np.uint8, count=size).max(initial=0))
+    if highest > int(maximum):
+        problems.append(
+            f"SEG: FRACTIONAL stores {highest}, above its Maximum Fractional Value {int(maximum)}"
+        )
     return problems
 
 
@@ -234,17 +284,24 @@ def _check_frame_segments(seg: Dataset, declared: set[int]) -> list[str]:
 _CHECKS = {"SEG": check_segmentation, "SR": check_measurement_report}
 
 
-def assert_conformant(kind: str, dataset: Dataset) -> None:
-    """Raise unless ``dataset``, a result of ``kind`` ("SEG" or "SR"), passes its checks.
+def assert_conformant(
+    kind: str, dataset: Dataset, sources: Sequence[Dataset] | None = None
+) -> None:
+    """Raise unless ``dataset``, a result of ``kind`` ("SEG", "SR" or "SC"), passes
+    its checks. An SC overlay is also checked against the ``sources`` it was made from
+    (same patient and study, references to them only).
 
     Raises
     ------
     EncodingError
         With every problem found, so the job records why no object left the node.
     """
-    if kind not in _CHECKS:
-        raise ValueError(f"no conformance checks for {kind!r}, only for {sorted(_CHECKS)}")
-    problems: Sequence[str] = _CHECKS[kind](dataset)
+    if kind == "SC":
+        problems: Sequence[str] = check_overlay(dataset, sources)
+    elif kind in _CHECKS:
+        problems = _CHECKS[kind](dataset)
+    else:
+        raise ValueError(f"no conformance checks for {kind!r}, only for SC, SEG and SR")
     if problems:
         raise EncodingError(
             f"the {kind} is not conformant ({len(problems)} problems): " + "; ".join(problems)
