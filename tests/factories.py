@@ -20,6 +20,7 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian
 
+from models.phantom import make_phantom
 from node.uids import derive_uid
 
 _STUDY_DATE = "20240102"
@@ -154,3 +155,13 @@ def write_series(datasets: Sequence[Dataset], directory: Path) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def phantom_study(directory: Path, seed: int, slices: int, lesions: int = 1) -> list[Path]:
+    """Files of a 512x512 chest CT phantom (one series, its own patient) under ``directory``."""
+    phantom = make_phantom(
+        np.random.default_rng(seed), shape=(slices, 512, 512), spacing=(2.0, 0.7, 0.7),
+        lesions=lesions,
+    )  # fmt: skip
+    datasets = make_ct_series(phantom.hu, phantom.spacing, patient_id=f"PHANTOM{seed}")
+    return write_series(datasets, directory / f"study-{seed}")

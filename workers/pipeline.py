@@ -20,6 +20,7 @@ from models.manifest import ModelManifest
 from models.registry import ModelPackage
 from node.uids import result_uids
 from workers.encode.conformance import assert_conformant
+from workers.encode.overlay import encode_overlay
 from workers.encode.seg import encode_segmentation
 from workers.encode.sr import encode_report
 from workers.infer import NetworkCache, run_model
@@ -74,11 +75,17 @@ def analyse(
     cache: NetworkCache,
     step: StepRecorder = _no_recording,
     additional_paths: Sequence[list[Path]] = (),
+    *,
+    overlay: bool = False,
+    supersedes: Sequence[Dataset] = (),
 ) -> Analysis:
     """Run one model on one series' files and encode what it found.
 
     ``additional_paths`` holds the files of each further series a multimodal model
-    takes, in the order of the manifest's ``additional_inputs``.
+    takes, in the order of the manifest's ``additional_inputs``. ``overlay`` adds the
+    Secondary Capture series (for destinations without SEG support); ``supersedes``
+    holds the headers of this model's earlier reports on the series, which the new
+    SR names as its predecessors.
     """
     manifest = package.manifest
     with step("load"):
@@ -98,13 +105,28 @@ def analyse(
         segmentation = None
         if output.labels is not None:
             segmentation = encode_segmentation(
-                volume, output.labels, manifest, uids["seg_series"], uids["seg_instance"]
+                volume,
+                output.labels,
+                manifest,
+                uids["seg_series"],
+                uids["seg_instance"],
+                segment_probabilities=output.segment_probabilities,
             )
             assert_conformant("SEG", segmentation)
             objects.append(("SEG", segmentation))
         report = encode_report(
-            volume, manifest, output, segmentation, uids["sr_series"], uids["sr_instance"]
-        )
+            volume, manifest, output, segmentation, uids["sr_series"], uids["sr_instance"],
+            supersedes=[d for d in supersedes if d.SOPInstanceUID != uids["sr_instance"]],
+        )  # fmt: skip
         assert_conformant("SR", report)
         objects.append(("SR", report))
-    return Analysis(findings=summarise(manifest, volume, output), objects=objects)
+        findings = summarise(manifest, volume, output)
+        if overlay:
+            images = encode_overlay(
+                volume, output.labels, manifest, findings,
+                uids["overlay_series"], uids["overlay_instance"],
+            )  # fmt: skip
+            for image in images:
+                assert_conformant("SC", image, volume.datasets)
+                objects.append(("SC", image))
+    return Analysis(findings=findings, objects=objects)

@@ -14,10 +14,10 @@ from io import BytesIO
 from pathlib import Path
 
 from celery import Celery, Task
-from pydicom import dcmwrite
+from pydicom import Dataset, dcmread, dcmwrite
 from sqlalchemy import select
 
-from node.db.models import Instance, Job
+from node.db.models import Instance, Job, ResultObject
 from node.jobs.contracts import ANALYSE_TASK, DELIVER_TASK
 from node.jobs.heartbeat import JobHeartbeat
 from node.jobs.ledger import NewResult
@@ -50,6 +50,34 @@ def _job_inputs(ctx: WorkerContext, job_id: int) -> tuple[Job, list[Path], list[
     if missing:
         raise SeriesNotAnalysable(f"the job has no {', '.join(missing)} series")
     return job, primary, [by_role[role] for role in roles]
+
+
+def _superseded_reports(ctx: WorkerContext, job: Job) -> list[Dataset]:
+    """The latest SR an earlier job of the same model wrote for the same series.
+
+    New instances arriving for an analysed series make a new job; its report replaces
+    this one (which in turn names the one before it, if any).
+    """
+    with ctx.sessions() as session:
+        path = session.scalars(
+            select(ResultObject.path)
+            .join(Job)
+            .where(
+                Job.series_pk == job.series_pk,
+                Job.model_name == job.model_name,
+                Job.id < job.id,
+                ResultObject.kind == "SR",
+            )
+            .order_by(Job.id.desc())
+            .limit(1)
+        ).first()
+    if path is None:
+        return []
+    try:
+        return [dcmread(ctx.settings.results_dir / path, stop_before_pixels=True)]
+    except OSError as exc:  # the earlier result was removed: report without the link
+        log.warning("job %s: cannot read the report it supersedes: %s", job.id, exc)
+        return []
 
 
 def _keep_results(ctx: WorkerContext, job_id: int, analysis: Analysis) -> list[NewResult]:
@@ -94,7 +122,11 @@ def _analyse_job(ctx: WorkerContext, job_id: int, attempt: int) -> bool:
         def step(name: str):  # noqa: ANN202 - a context manager
             return ctx.ledger.step(job_id, attempt, name)
 
-        analysis = analyse(paths, package, ctx.device, ctx.cache, step, additional)
+        overlay = any(d.takes("SC", job.model_name) for d in ctx.settings.all_destinations)
+        analysis = analyse(
+            paths, package, ctx.device, ctx.cache, step, additional,
+            overlay=overlay, supersedes=_superseded_reports(ctx, job),
+        )  # fmt: skip
         with step("store"):
             kept = _keep_results(ctx, job_id, analysis)
         ctx.ledger.analysed(job_id, analysis.findings, kept, ctx.settings.all_destinations)

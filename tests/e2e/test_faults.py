@@ -22,25 +22,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 import redis
 
-from models.phantom import make_phantom
-from tests.factories import make_ct_series, write_series
+from tests.factories import phantom_study
 from tests.node_process import NodeProcess, node_environment, wait_for
 from tests.orthanc import Orthanc, free_port, start_orthanc
 
 pytestmark = pytest.mark.e2e
-
-
-def study(tmp_path: Path, seed: int, slices: int) -> list[Path]:
-    phantom = make_phantom(
-        np.random.default_rng(seed), shape=(slices, 512, 512), spacing=(2.0, 0.7, 0.7), lesions=1
-    )
-    datasets = make_ct_series(phantom.hu, phantom.spacing, patient_id=f"FAULT{seed}")
-    return write_series(datasets, tmp_path / f"study-{seed}")
 
 
 def worker_pids(node: NodeProcess) -> list[int]:
@@ -50,7 +40,7 @@ def worker_pids(node: NodeProcess) -> list[int]:
 
 
 def test_worker_killed_mid_job_loses_nothing(tmp_path: Path, orthanc: Orthanc) -> None:
-    studies = [study(tmp_path, seed, slices=90) for seed in (101, 102)]
+    studies = [phantom_study(tmp_path, seed, slices=90) for seed in (101, 102)]
     env, dicom_port, http_port = node_environment(
         tmp_path / "node",
         archive=orthanc.destination,
@@ -117,7 +107,7 @@ def jobs_in(node: NodeProcess, *states: str, count: int = 4) -> list | None:
 
 
 def test_archive_down_for_a_while_then_back(tmp_path: Path) -> None:
-    studies = [study(tmp_path, seed, slices=12) for seed in (201, 202)]
+    studies = [phantom_study(tmp_path, seed, slices=12) for seed in (201, 202)]
     archive_port = free_port()
     env, dicom_port, http_port = node_environment(
         tmp_path / "node",
@@ -155,7 +145,7 @@ def test_archive_down_for_a_while_then_back(tmp_path: Path) -> None:
 
 
 def test_node_restarted_between_encoding_and_delivery(tmp_path: Path) -> None:
-    studies = [study(tmp_path, seed, slices=12) for seed in (301, 302)]
+    studies = [phantom_study(tmp_path, seed, slices=12) for seed in (301, 302)]
     archive_port = free_port()
     env, dicom_port, http_port = node_environment(
         tmp_path / "node", archive=f"ORTHANC@127.0.0.1:{archive_port}", reconcile_seconds="3"
@@ -242,7 +232,7 @@ def queued_and_running(node: NodeProcess) -> bool:
 def test_redis_restarted_with_its_data_lost(
     tmp_path: Path, orthanc: Orthanc, redis_server: RedisServer
 ) -> None:
-    studies = [study(tmp_path, seed, slices=60) for seed in (401, 402, 403)]
+    studies = [phantom_study(tmp_path, seed, slices=60) for seed in (401, 402, 403)]
     env, dicom_port, http_port = node_environment(
         tmp_path / "node",
         archive=orthanc.destination,
@@ -289,7 +279,7 @@ def test_redis_restarted_with_its_data_lost(
 def test_job_outliving_the_visibility_timeout_runs_once(
     tmp_path: Path, orthanc: Orthanc, redis_server: RedisServer
 ) -> None:
-    files = study(tmp_path, 601, slices=200)
+    files = phantom_study(tmp_path, 601, slices=200)
     env, dicom_port, http_port = node_environment(
         tmp_path / "node",
         archive=orthanc.destination,

@@ -17,6 +17,7 @@ Codes and their reasons are in :mod:`workers.encode.codes`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
@@ -73,12 +74,16 @@ def encode_report(
     instance_uid: str,
     *,
     series_number: int | None = None,
+    supersedes: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """A Comprehensive 3D SR with the TID 1500 report of ``output``.
 
     ``segmentation`` is the SEG encoded from ``output.labels`` (required when the
     manifest declares segments). ``series_number`` defaults to the source series
-    number plus 1001.
+    number plus 1001. ``supersedes`` holds the headers of earlier reports of the same
+    model on the same series (a re-run after new instances arrived): they are
+    referenced in the Predecessor Documents Sequence, so an archive and a reader know
+    this report replaces them.
 
     Raises
     ------
@@ -88,8 +93,9 @@ def encode_report(
     """
     try:
         sr = _build_report(
-            volume, manifest, output, segmentation, series_uid, instance_uid, series_number
-        )
+            volume, manifest, output, segmentation, series_uid, instance_uid, series_number,
+            list(supersedes),
+        )  # fmt: skip
     except (ValueError, TypeError, AttributeError) as exc:
         raise EncodingError(f"cannot encode the report as DICOM SR: {exc}") from exc
     _insert_image_library(sr, source_instances(volume))
@@ -105,6 +111,7 @@ def _build_report(
     series_uid: str,
     instance_uid: str,
     series_number: int | None,
+    supersedes: list[Dataset],
 ) -> hd.sr.Comprehensive3DSR:
     source = volume.datasets[0]
     algorithm = hd.sr.AlgorithmIdentification(
@@ -168,6 +175,7 @@ def _build_report(
         device_serial_number=device_serial_number(manifest),
         content_date=content_date,
         content_time=content_time,
+        previous_versions=supersedes or None,
     )
 
 
