@@ -26,6 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.db.models import (
+    Delivery,
+    DeliveryState,
     Instance,
     Job,
     JobState,
@@ -39,7 +41,7 @@ from node.web.routes.deps import ContextDep
 
 log = logging.getLogger(__name__)
 
-RESULT_KINDS = ("SEG", "SR")
+RESULT_KINDS = ("SEG", "SR", "SC")
 
 K = TypeVar("K")
 
@@ -109,6 +111,26 @@ class NodeStateCollector:
             results.add_metric([kind, "true"], delivered)
             results.add_metric([kind, "false"], total - delivered)
         yield results
+
+        deliveries = GaugeMetricFamily(
+            "ainode_deliveries",
+            "Outbox rows (result x destination) per destination and state; alert on dead",
+            labels=["destination", "state"],
+        )
+        rows = session.execute(
+            select(Delivery.destination, Delivery.state, func.count())
+            .group_by(Delivery.destination, Delivery.state)
+            .order_by(Delivery.destination)
+        ).all()
+        by_destination: dict[str, dict[DeliveryState, int]] = {}
+        for destination, delivery_state, count in rows:
+            by_destination.setdefault(destination, {})[delivery_state] = count
+        for destination, states in by_destination.items():
+            for delivery_state in DeliveryState:
+                deliveries.add_metric(
+                    [destination, delivery_state.value], states.get(delivery_state, 0)
+                )
+        yield deliveries
 
         steps = SummaryMetricFamily(
             "ainode_job_step_seconds",

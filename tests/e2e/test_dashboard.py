@@ -7,6 +7,7 @@ accepted) so that the row in the database changes.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node.db.models import (
     Base,
+    Delivery,
+    DeliveryState,
     Instance,
     Job,
     JobState,
@@ -129,7 +132,16 @@ def seed(sessions: sessionmaker[Session]) -> dict[str, int]:
             attempts=1,
             created_at=T0 + timedelta(minutes=32),
         )
-        s.add_all([done, failed])
+        undelivered = Job(
+            series=lung,
+            model_name="lung-nodule-classifier",
+            model_version="1.0",
+            state=JobState.FAILED,
+            error="delivery dead-lettered: 1 object(s) to viewer after 8 attempt(s)",
+            attempts=1,
+            created_at=T0 + timedelta(minutes=1),
+        )
+        s.add_all([done, failed, undelivered])
         s.flush()
         for job, name, state, seconds, detail in [
             (done, "load", StepState.DONE, 0.42, ""),
@@ -148,10 +160,36 @@ def seed(sessions: sessionmaker[Session]) -> dict[str, int]:
                 sop_instance_uid="2.25.77",
                 path="seg.dcm",
                 delivered_at=T0 + timedelta(minutes=3),
+                deliveries=[
+                    Delivery(
+                        destination="pacs",
+                        state=DeliveryState.DELIVERED,
+                        attempts=1,
+                        delivered_at=T0 + timedelta(minutes=3),
+                    )
+                ],
+            )
+        )
+        s.add(
+            ResultObject(
+                job=undelivered,
+                kind="SR",
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
+                sop_instance_uid="2.25.78",
+                path="sr.dcm",
+                delivery_error="HTTP 503 <b>busy</b>",
+                deliveries=[
+                    Delivery(
+                        destination="viewer",
+                        state=DeliveryState.DEAD,
+                        attempts=8,
+                        last_error="HTTP 503 <b>busy</b>",
+                    )
+                ],
             )
         )
         s.flush()
-        return {"done": done.id, "failed": failed.id}
+        return {"done": done.id, "failed": failed.id, "undelivered": undelivered.id}
 
 
 @dataclass
@@ -232,7 +270,7 @@ def test_dashboard_shows_rows_health_and_retries(
     studies = page.locator("#studies tbody tr")
     jobs = page.locator("#jobs tbody tr")
     expect(studies).to_have_count(2, timeout=POLLED)
-    expect(jobs).to_have_count(2, timeout=POLLED)
+    expect(jobs).to_have_count(3, timeout=POLLED)
 
     # Newest study first; DICOM text shown as text, never as markup.
     head = studies.nth(0)
@@ -259,7 +297,17 @@ def test_dashboard_shows_rows_health_and_retries(
     done_row = page.locator(f'#jobs tr[data-job-id="{served.jobs["done"]}"]')
     expect(done_row.locator(".badge")).to_have_text("succeeded")
     expect(done_row.locator(".result-delivered")).to_have_text("SEG ✓")
+    expect(done_row.locator(".result-delivered")).to_have_attribute(
+        "title", re.compile(r"pacs: delivered")
+    )
     expect(done_row.get_by_role("button", name="Retry")).to_have_count(0)
+    # A dead-lettered delivery: marked, explained as text (never markup), retryable.
+    dead_row = page.locator(f'#jobs tr[data-job-id="{served.jobs["undelivered"]}"]')
+    expect(dead_row.locator(".result-dead")).to_have_text("SR ✗")
+    expect(dead_row).to_contain_text(
+        "SR → viewer: dead-lettered after 8 attempts: HTTP 503 <b>busy</b>"
+    )
+    expect(dead_row.get_by_role("button", name="Retry")).to_have_count(1)
 
     # The banner names the part that is down.
     expect(page.locator("#health-summary")).to_have_text("Degraded: Broker down")

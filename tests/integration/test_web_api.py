@@ -553,6 +553,11 @@ def test_metrics_count_the_database(node: Node) -> None:
     assert value("ainode_results", kind="SEG", delivered="false") == 1
     assert value("ainode_results", kind="SR", delivered="true") == 1
     assert value("ainode_results", kind="SR", delivered="false") == 0
+    assert value("ainode_results", kind="SC", delivered="false") == 0
+    # The outbox, per destination: what an operator alerts on (dead rows).
+    assert value("ainode_deliveries", destination="archive", state="pending") == 1
+    assert value("ainode_deliveries", destination="archive", state="dead") == 0
+    assert value("ainode_deliveries", destination="viewer", state="delivered") == 1
     # Finished steps only (the running infer step has no seconds yet).
     assert value("ainode_job_step_seconds_count", step="load", state="done") == 4
     assert value("ainode_job_step_seconds_sum", step="load", state="done") == pytest.approx(2.75)
