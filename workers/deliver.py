@@ -53,6 +53,10 @@ def _deliver(ctx: WorkerContext, destination: Destination, due: list[DueDelivery
         log.warning("delivery of %d object(s) to %s failed: %s", len(due), destination, exc)
         ctx.outbox.failed(ids, str(exc))
         return
+    except Exception as exc:  # noqa: BLE001 - recorded as a failed attempt, never lost
+        log.exception("delivery to %s broke", destination)
+        ctx.outbox.failed(ids, f"internal error: {type(exc).__name__}: {exc}")
+        return
     archive = destination.dicom_destination
     if not destination.storage_commitment or archive is None:
         ctx.outbox.stored(ids)
@@ -69,7 +73,7 @@ def _deliver(ctx: WorkerContext, destination: Destination, due: list[DueDelivery
             [(d.sop_class_uid, d.sop_instance_uid) for d in due],
             transaction_uid,
         )
-    except DeliveryError as exc:
+    except (DeliveryError, ValueError) as exc:
         log.warning("storage commitment request to %s failed: %s", destination, exc)
         ctx.outbox.failed(ids, f"stored, but the commitment request failed: {exc}")
         return

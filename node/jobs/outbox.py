@@ -35,8 +35,10 @@ from node.db.session import SessionFactory, transaction
 from node.settings import Destination, Settings
 
 # A claimed row is not claimed again for this long: another delivery task that runs
-# at the same time (a re-sent message) skips it instead of sending it twice.
-CLAIM_SECONDS = 600.0
+# at the same time (a re-sent message) skips it instead of sending it twice. Longer
+# than a pass takes (network timeouts are 30-60 s); short enough that a worker killed
+# mid-pass delays its rows by minutes, not hours.
+CLAIM_SECONDS = 180.0
 
 OPEN_STATES = (DeliveryState.PENDING, DeliveryState.COMMITTING)
 
