@@ -26,7 +26,7 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import UID
 from sqlalchemy import create_engine, text
 
-from tests.dicom_checks import dciodvfy_errors
+from tests.dicom_checks import dcentvfy_errors, dciodvfy_errors
 from tests.factories import phantom_study
 from tests.node_process import NodeProcess, node_environment, wait_for
 from tests.orthanc import Orthanc, free_port, start_orthanc
@@ -41,8 +41,10 @@ KIND = {
 
 
 def held(archive: Orthanc, check_dir: Path | None = None) -> tuple[Counter[str], list[Dataset]]:
-    """What the archive holds, by kind; with ``check_dir``, each passes dciodvfy."""
+    """What the archive holds, by kind; with ``check_dir``, each passes dciodvfy and
+    dcentvfy finds the objects consistent (same patient and study attributes)."""
     datasets = []
+    paths = []
     for instance_id in archive.get("/instances"):  # type: ignore[union-attr]
         data = archive.file(instance_id)
         ds = dcmread(BytesIO(data))
@@ -51,7 +53,10 @@ def held(archive: Orthanc, check_dir: Path | None = None) -> tuple[Counter[str],
             path = check_dir / f"{instance_id}.dcm"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
+            paths.append(path)
             assert dciodvfy_errors(path) == [], f"{KIND.get(ds.SOPClassUID)} {ds.SOPInstanceUID}"
+    if paths:
+        assert dcentvfy_errors(*paths) == []
     kinds = Counter(KIND.get(str(ds.SOPClassUID), str(ds.SOPClassUID)) for ds in datasets)
     return kinds, datasets
 
