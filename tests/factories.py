@@ -12,7 +12,7 @@ and edit the datasets before writing them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian
 
+from models.manifest import ModelManifest
 from models.phantom import make_phantom
 from node.uids import derive_uid
 
@@ -165,3 +166,46 @@ def phantom_study(directory: Path, seed: int, slices: int, lesions: int = 1) -> 
     )  # fmt: skip
     datasets = make_ct_series(phantom.hu, phantom.spacing, patient_id=f"PHANTOM{seed}")
     return write_series(datasets, directory / f"study-{seed}")
+
+
+# SNOMED CT codes the fake models' segments and classes use.
+LESION = {"value": "49755003", "scheme": "SCT", "meaning": "Morphologically Altered Structure"}
+MASS = {"value": "4147007", "scheme": "SCT", "meaning": "Mass"}
+ANATOMY = {"value": "91723000", "scheme": "SCT", "meaning": "Anatomical Structure"}
+LUNG = {"value": "39607008", "scheme": "SCT", "meaning": "Lung"}
+FAKE_NETWORK = {"architecture": "tests.none", "weights": "none.pt", "sha256": "0" * 64}
+
+
+def fake_manifest(
+    name: str,
+    task: str,
+    *,
+    segments: Sequence[Mapping[str, object]] = (),
+    classes: Sequence[Mapping[str, object]] = (),
+    segmentation_type: str | None = None,
+    **fields: object,
+) -> ModelManifest:
+    """The manifest of a model with no real network, for tests that encode its outputs.
+
+    Version "1.0", title ``name``, accepts CT and a placeholder network unless
+    ``fields`` says otherwise; ``fields`` may set any other top-level field too.
+    ``outputs`` holds ``segments`` and ``classes`` when given, and
+    ``segmentation_type`` when not None (else the manifest's default, binary).
+    """
+    outputs: dict[str, object] = {}
+    if segments:
+        outputs["segments"] = list(segments)
+    if classes:
+        outputs["classes"] = list(classes)
+    if segmentation_type is not None:
+        outputs["segmentation_type"] = segmentation_type
+    data: dict[str, object] = {
+        "name": name,
+        "version": "1.0",
+        "title": name,
+        "task": task,
+        "accepts": {"modality": ["CT"]},
+        "network": FAKE_NETWORK,
+        "outputs": outputs,
+    }
+    return ModelManifest.model_validate({**data, **fields})

@@ -41,7 +41,7 @@ from pydicom import Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from models.manifest import ModelManifest  # noqa: E402
-from tests.factories import make_ct_series  # noqa: E402
+from tests.factories import LESION, MASS, fake_manifest, make_ct_series  # noqa: E402
 from workers.encode.codes import ALGORITHM_FAMILY, coded  # noqa: E402
 from workers.encode.seg import encode_segmentation  # noqa: E402
 from workers.volume import Volume  # noqa: E402
@@ -50,28 +50,21 @@ MATRIX = 512
 SPACING = (1.0, 0.7, 0.7)
 CASES = ("node-binary", "highdicom-binary", "node-fractional", "highdicom-fractional")
 NETWORK = {"architecture": "bench.none", "weights": "none.pt", "sha256": "0" * 64}
-CATEGORY = {"value": "49755003", "scheme": "SCT", "meaning": "Morphologically Altered Structure"}
-MASS = {"value": "4147007", "scheme": "SCT", "meaning": "Mass"}
 
 
 def manifest(segments: int, segmentation_type: str) -> ModelManifest:
     """Segment ``i`` has label value ``i``."""
-    return ModelManifest.model_validate(
-        {
-            "name": "bench-encode",
-            "version": "1",
-            "title": "Encoding benchmark",
-            "task": "segmentation",
-            "accepts": {"modality": ["CT"]},
-            "network": NETWORK,
-            "outputs": {
-                "segmentation_type": segmentation_type,
-                "segments": [
-                    {"label": i, "name": f"Blob {i}", "category": CATEGORY, "type": MASS}
-                    for i in range(1, segments + 1)
-                ],
-            },
-        }
+    return fake_manifest(
+        "bench-encode",
+        "segmentation",
+        version="1",
+        title="Encoding benchmark",
+        network=NETWORK,
+        segmentation_type=segmentation_type,
+        segments=[
+            {"label": i, "name": f"Blob {i}", "category": LESION, "type": MASS}
+            for i in range(1, segments + 1)
+        ],
     )
 
 

@@ -23,7 +23,15 @@ from pydicom.data import get_testdata_file
 
 from models.manifest import ModelManifest
 from node.uids import derive_uid, result_uids
-from tests.factories import make_ct_series, write_series
+from tests.factories import (
+    ANATOMY,
+    LESION,
+    LUNG,
+    MASS,
+    fake_manifest,
+    make_ct_series,
+    write_series,
+)
 from workers.encode import codes
 from workers.encode.seg import encode_segmentation
 from workers.encode.sr import class_tracking_uid, encode_report
@@ -58,56 +66,37 @@ def assert_valid_iod(path: Path) -> None:
     assert errors == [], f"dciodvfy reports errors for {path.name}:\n" + "\n".join(errors)
 
 
-def code(value: str, scheme: str, meaning: str) -> dict[str, str]:
-    return {"value": value, "scheme": scheme, "meaning": meaning}
-
-
-MASS = code("4147007", "SCT", "Mass")
-NODULE = code("27925004", "SCT", "Nodule")
-LESION_CATEGORY = code("49755003", "SCT", "Morphologically Altered Structure")
-ANATOMY_CATEGORY = code("91723000", "SCT", "Anatomical Structure")
-LUNG = code("39607008", "SCT", "Lung")
-NETWORK = {"architecture": "tests.none", "weights": "none.pt", "sha256": "0" * 64}
+NODULE = {"value": "27925004", "scheme": "SCT", "meaning": "Nodule"}
 
 
 def segmentation_manifest(*, labels: tuple[int, ...] = (3, 7)) -> ModelManifest:
     """Label 3 is a lesion (the sphere), label 7 the lung (left empty by the tests)."""
     specs = [
-        {"label": 3, "name": "Sphere lesion", "category": LESION_CATEGORY, "type": MASS},
-        {"label": 7, "name": "Lung", "category": ANATOMY_CATEGORY, "type": LUNG},
+        {"label": 3, "name": "Sphere lesion", "category": LESION, "type": MASS},
+        {"label": 7, "name": "Lung", "category": ANATOMY, "type": LUNG},
     ]
-    return ModelManifest.model_validate(
-        {
-            "name": "test-sphere-seg",
-            "version": "1.2.0",
-            "title": "Test sphere segmenter",
-            "task": "segmentation",
-            "demonstration": True,
-            "accepts": {"modality": ["CT"]},
-            "network": NETWORK,
-            "outputs": {"segments": [s for s in specs if s["label"] in labels]},
-        }
+    return fake_manifest(
+        "test-sphere-seg",
+        "segmentation",
+        version="1.2.0",
+        title="Test sphere segmenter",
+        demonstration=True,
+        segments=[s for s in specs if s["label"] in labels],
     )
 
 
 def classification_manifest() -> ModelManifest:
-    return ModelManifest.model_validate(
-        {
-            "name": "test-classifier",
-            "version": "0.3",
-            "title": "Test finding classifier",
-            "manufacturer": "ainode tests",
-            "task": "classification",
-            "demonstration": False,
-            "accepts": {"modality": ["CT"]},
-            "network": NETWORK,
-            "outputs": {
-                "classes": [
-                    {"name": "mass", "finding": MASS, "threshold": 0.5},
-                    {"name": "nodule", "finding": NODULE, "threshold": 0.3},
-                ]
-            },
-        }
+    return fake_manifest(
+        "test-classifier",
+        "classification",
+        version="0.3",
+        title="Test finding classifier",
+        manufacturer="ainode tests",
+        demonstration=False,
+        classes=[
+            {"name": "mass", "finding": MASS, "threshold": 0.5},
+            {"name": "nodule", "finding": NODULE, "threshold": 0.3},
+        ],
     )
 
 
@@ -525,19 +514,10 @@ def test_source_without_frame_of_reference_cannot_have_a_seg(
 
 def test_many_segments_use_the_lookup_path(series: Series) -> None:
     specs = [
-        {"label": 10 + i, "name": f"Part {i}", "category": ANATOMY_CATEGORY, "type": LUNG}
-        for i in range(9)
+        {"label": 10 + i, "name": f"Part {i}", "category": ANATOMY, "type": LUNG} for i in range(9)
     ]
-    manifest = ModelManifest.model_validate(
-        {
-            "name": "many",
-            "version": "1",
-            "title": "Many parts",
-            "task": "segmentation",
-            "accepts": {},
-            "network": NETWORK,
-            "outputs": {"segments": specs},
-        }
+    manifest = fake_manifest(
+        "many", "segmentation", version="1", title="Many parts", accepts={}, segments=specs
     )
     labels = np.zeros_like(series.labels)
     labels[series.labels == 3] = 18  # segment 9

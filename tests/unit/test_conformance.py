@@ -12,7 +12,7 @@ from pydicom import Dataset
 
 from models.manifest import ModelManifest
 from node.uids import result_uids
-from tests.factories import make_ct_series, write_series
+from tests.factories import LESION, MASS, fake_manifest, make_ct_series, write_series
 from workers.encode.conformance import (
     assert_conformant,
     check_measurement_report,
@@ -24,42 +24,26 @@ from workers.errors import EncodingError
 from workers.load import load_series
 from workers.volume import ModelOutput
 
-NETWORK = {"architecture": "tests.none", "weights": "none.pt", "sha256": "0" * 64}
-MASS = {"value": "4147007", "scheme": "SCT", "meaning": "Mass"}
-
 
 def segmentation_manifest() -> ModelManifest:
-    lesion = {"value": "49755003", "scheme": "SCT", "meaning": "Morphologically Altered Structure"}
-    return ModelManifest.model_validate(
-        {
-            "name": "test-sphere-seg",
-            "version": "1.2.0",
-            "title": "Test sphere segmenter",
-            "task": "segmentation",
-            "demonstration": True,
-            "accepts": {"modality": ["CT"]},
-            "network": NETWORK,
-            "outputs": {
-                "segments": [
-                    {"label": 3, "name": "Sphere lesion", "category": lesion, "type": MASS}
-                ]
-            },
-        }
+    return fake_manifest(
+        "test-sphere-seg",
+        "segmentation",
+        version="1.2.0",
+        title="Test sphere segmenter",
+        demonstration=True,
+        segments=[{"label": 3, "name": "Sphere lesion", "category": LESION, "type": MASS}],
     )
 
 
 def classification_manifest() -> ModelManifest:
-    return ModelManifest.model_validate(
-        {
-            "name": "test-classifier",
-            "version": "0.3",
-            "title": "Test finding classifier",
-            "task": "classification",
-            "demonstration": False,
-            "accepts": {"modality": ["CT"]},
-            "network": NETWORK,
-            "outputs": {"classes": [{"name": "mass", "finding": MASS, "threshold": 0.5}]},
-        }
+    return fake_manifest(
+        "test-classifier",
+        "classification",
+        version="0.3",
+        title="Test finding classifier",
+        demonstration=False,
+        classes=[{"name": "mass", "finding": MASS, "threshold": 0.5}],
     )
 
 

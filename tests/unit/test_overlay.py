@@ -14,7 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from models.manifest import ModelManifest
 from tests.dicom_checks import dciodvfy_errors
-from tests.factories import make_ct_series, write_series
+from tests.factories import LESION, MASS, fake_manifest, make_ct_series, write_series
 from workers.encode.overlay import (
     check_overlay,
     encode_overlay,
@@ -26,9 +26,6 @@ from workers.load import load_series
 from workers.pipeline import summarise
 from workers.volume import ModelOutput, Volume
 
-NETWORK = {"architecture": "tests.none", "weights": "none.pt", "sha256": "0" * 64}
-MASS = {"value": "4147007", "scheme": "SCT", "meaning": "Mass"}
-LESION = {"value": "49755003", "scheme": "SCT", "meaning": "Morphologically Altered Structure"}
 SERIES_UID = "1.2.826.0.1.3680043.8.498.1"
 INSTANCE_UID = "1.2.826.0.1.3680043.8.498.2"
 INSIDE = (3, 15, 17)  # (slice, row, column) at the sphere's centre
@@ -36,34 +33,22 @@ OUTSIDE = (3, 2, 2)
 
 
 def segmentation_manifest() -> ModelManifest:
-    return ModelManifest.model_validate(
-        {
-            "name": "test-sphere-seg",
-            "version": "1.2.0",
-            "title": "Test sphere segmenter",
-            "task": "segmentation",
-            "accepts": {"modality": ["CT"]},
-            "network": NETWORK,
-            "outputs": {
-                "segments": [
-                    {"label": 3, "name": "Sphere lesion", "category": LESION, "type": MASS}
-                ]
-            },
-        }
+    return fake_manifest(
+        "test-sphere-seg",
+        "segmentation",
+        version="1.2.0",
+        title="Test sphere segmenter",
+        segments=[{"label": 3, "name": "Sphere lesion", "category": LESION, "type": MASS}],
     )
 
 
 def classification_manifest() -> ModelManifest:
-    return ModelManifest.model_validate(
-        {
-            "name": "test-classifier",
-            "version": "0.3",
-            "title": "Test finding classifier",
-            "task": "classification",
-            "accepts": {"modality": ["CT"]},
-            "network": NETWORK,
-            "outputs": {"classes": [{"name": "mass", "finding": MASS, "threshold": 0.5}]},
-        }
+    return fake_manifest(
+        "test-classifier",
+        "classification",
+        version="0.3",
+        title="Test finding classifier",
+        classes=[{"name": "mass", "finding": MASS, "threshold": 0.5}],
     )
 
 
@@ -231,16 +216,8 @@ def many_segments(count: int) -> ModelManifest:
         {"label": n, "name": f"Organ {n}", "category": LESION, "type": MASS}
         for n in range(1, count + 1)
     ]
-    return ModelManifest.model_validate(
-        {
-            "name": "test-many-organs",
-            "version": "1",
-            "title": "Many organs",
-            "task": "segmentation",
-            "accepts": {"modality": ["CT"]},
-            "network": NETWORK,
-            "outputs": {"segments": segments},
-        }
+    return fake_manifest(
+        "test-many-organs", "segmentation", version="1", title="Many organs", segments=segments
     )
 
 

@@ -26,7 +26,15 @@ from models.phantom import make_phantom
 from models.registry import open_package, shipped_packages_dir
 from node.uids import derive_uid, result_uids
 from tests.dicom_checks import dciodvfy_errors
-from tests.factories import make_ct_series, write_series
+from tests.factories import (
+    ANATOMY,
+    LESION,
+    LUNG,
+    MASS,
+    fake_manifest,
+    make_ct_series,
+    write_series,
+)
 from tests.model_packages import CPU
 from workers.encode.conformance import assert_conformant, check_segmentation
 from workers.encode.seg import encode_segmentation, segment_tracking_uid
@@ -36,11 +44,6 @@ from workers.load import load_series
 from workers.pipeline import analyse
 from workers.volume import Volume
 
-NETWORK = {"architecture": "tests.none", "weights": "none.pt", "sha256": "0" * 64}
-LESION = {"value": "49755003", "scheme": "SCT", "meaning": "Morphologically Altered Structure"}
-MASS = {"value": "4147007", "scheme": "SCT", "meaning": "Mass"}
-ANATOMY = {"value": "91723000", "scheme": "SCT", "meaning": "Anatomical Structure"}
-LUNG = {"value": "39607008", "scheme": "SCT", "meaning": "Lung"}
 STEP = 1 / 255
 SEGMENTER = "ct-lung-nodule-seg"
 
@@ -51,19 +54,12 @@ def manifest_of(segmentation_type: str | None = "fractional", segments: int = 2)
         {"label": 3, "name": "Sphere lesion", "category": LESION, "type": MASS},
         {"label": 7, "name": "Lung", "category": ANATOMY, "type": LUNG},
     ][:segments]
-    outputs: dict[str, object] = {"segments": specs}
-    if segmentation_type is not None:
-        outputs["segmentation_type"] = segmentation_type
-    return ModelManifest.model_validate(
-        {
-            "name": "test-fractional",
-            "version": "1.0",
-            "title": "Test fractional segmenter",
-            "task": "segmentation",
-            "accepts": {"modality": ["CT"]},
-            "network": NETWORK,
-            "outputs": outputs,
-        }
+    return fake_manifest(
+        "test-fractional",
+        "segmentation",
+        title="Test fractional segmenter",
+        segments=specs,
+        segmentation_type=segmentation_type,
     )
 
 
@@ -149,19 +145,14 @@ def test_unknown_segmentation_type_is_refused_with_the_rule(tmp_path: Path) -> N
 
 def test_fractional_without_segments_is_refused() -> None:
     with pytest.raises(ValueError, match="fractional needs segments"):
-        ModelManifest.model_validate(
-            {
-                "name": "classifier",
-                "version": "1",
-                "title": "Classifier",
-                "task": "classification",
-                "accepts": {},
-                "network": NETWORK,
-                "outputs": {
-                    "segmentation_type": "fractional",
-                    "classes": [{"name": "mass", "finding": MASS}],
-                },
-            }
+        fake_manifest(
+            "classifier",
+            "classification",
+            version="1",
+            title="Classifier",
+            accepts={},
+            classes=[{"name": "mass", "finding": MASS}],
+            segmentation_type="fractional",
         )
 
 
