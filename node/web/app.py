@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node.settings import Settings
 from node.web import metrics
-from node.web.routes import dashboard, healthz, jobs, node_info, studies
+from node.web.routes import dashboard, deliveries, healthz, jobs, node_info, studies
 from node.web.routes.deps import HealthCheck, RetryJob, WebContext
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -69,6 +69,7 @@ def create_app(
     app.include_router(node_info.router, prefix="/api")
     app.include_router(studies.router, prefix="/api")
     app.include_router(jobs.router, prefix="/api")
+    app.include_router(deliveries.router, prefix="/api")
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -266,7 +266,14 @@ class Node:
 
 @pytest.fixture
 def node(database_url: str, tmp_path: Path) -> Iterator[Node]:
-    settings = Settings(data_dir=tmp_path, database_url=database_url, ae_title="AINODE_T")
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        ae_title="AINODE_T",
+        destinations=[
+            {"name": "viewer", "stow_url": "http://viewer/dicom-web", "kinds": ["SR", "SC"]}
+        ],
+    )
     engine = make_engine(settings)
     Base.metadata.create_all(engine)
     sessions = make_session_factory(engine)
@@ -522,6 +529,28 @@ def test_healthz_is_503_when_the_check_itself_breaks(tmp_path: Path) -> None:
     assert response.json() == {"health_check": False}
 
 
+# ---- deliveries ----------------------------------------------------------------------
+
+
+def test_deliveries_filter_by_state_and_destination(node: Node) -> None:
+    def rows(**params: object) -> list[tuple[str, str, str]]:
+        response = node.client.get("/api/deliveries", params=params)
+        assert response.status_code == 200, response.text
+        return [(r["destination"], r["state"], r["sop_instance_uid"]) for r in response.json()]
+
+    assert rows() == [("archive", "pending", "2.25.3"), ("viewer", "delivered", "2.25.3")]
+    assert rows(state="pending") == [("archive", "pending", "2.25.3")]
+    assert rows(state=["dead", "delivered"]) == [("viewer", "delivered", "2.25.3")]
+    assert rows(destination="viewer", state="pending") == []
+    (row,) = node.client.get("/api/deliveries", params={"state": "pending"}).json()
+    delivering = next(
+        j for j in node.client.get("/api/jobs").json() if j["model_name"] == "emphysema"
+    )
+    assert (row["job_id"], row["kind"], row["attempts"]) == (delivering["id"], "SEG", 2)
+    assert row["last_error"] == "association rejected"
+    assert node.client.get("/api/deliveries", params={"state": "lost"}).status_code == 422
+
+
 # ---- metrics -------------------------------------------------------------------------
 
 
@@ -605,4 +634,14 @@ def test_dashboard_page_and_assets_are_served(node: Node) -> None:
         "ae_title": "AINODE_T",
         "dicom_port": 11112,
         "archive": None,
+        "destinations": [
+            {
+                "name": "viewer",
+                "address": "http://viewer/dicom-web",
+                "transport": "stow",
+                "kinds": ["SR", "SC"],
+                "models": [],
+                "storage_commitment": False,
+            }
+        ],
     }

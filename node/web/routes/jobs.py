@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql import Select
 
-from node.db.models import DeliveryState, Job, JobState, ResultObject, Series
+from node.db.models import Job, JobState, ResultObject, Series
 from node.web.routes.deps import RetryJobDep, SessionDep
 from node.web.routes.schemas import (
     DeliveryOut,
@@ -23,6 +23,7 @@ from node.web.routes.schemas import (
     ResultOut,
     RetryOut,
     StepOut,
+    delivery_fields,
 )
 
 router = APIRouter(tags=["jobs"])
@@ -72,20 +73,7 @@ def _job_out(job: Job) -> JobOut:
                 sop_instance_uid=result.sop_instance_uid,
                 delivered_at=result.delivered_at,
                 delivery_error=result.delivery_error,
-                deliveries=[
-                    DeliveryOut(
-                        destination=row.destination,
-                        state=row.state,
-                        attempts=row.attempts,
-                        next_attempt_at=(
-                            row.next_attempt_at if row.state is DeliveryState.PENDING else None
-                        ),
-                        last_error=row.last_error,
-                        stored_at=row.stored_at,
-                        delivered_at=row.delivered_at,
-                    )
-                    for row in result.deliveries
-                ],
+                deliveries=[DeliveryOut(**delivery_fields(row)) for row in result.deliveries],
             )
             for result in sorted(job.results, key=lambda result: result.id)
         ],

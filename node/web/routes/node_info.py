@@ -1,11 +1,11 @@
-"""``GET /api/node``: the node's identity, for the dashboard's header."""
+"""``GET /api/node``: the node's identity and destinations, for the dashboard's header."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from node.web.routes.deps import SettingsDep
-from node.web.routes.schemas import NodeOut
+from node.web.routes.schemas import DestinationOut, NodeOut
 
 router = APIRouter(tags=["node"])
 
@@ -13,5 +13,18 @@ router = APIRouter(tags=["node"])
 @router.get("/node")
 def read_node(settings: SettingsDep) -> NodeOut:
     return NodeOut(
-        ae_title=settings.ae_title, dicom_port=settings.dicom_port, archive=settings.archive
+        ae_title=settings.ae_title,
+        dicom_port=settings.dicom_port,
+        archive=settings.archive,
+        destinations=[
+            DestinationOut(
+                name=d.name,
+                address=d.dicom or d.stow_url or "",
+                transport="dicom" if d.dicom else "stow",
+                kinds=list(d.kinds),
+                models=list(d.models),
+                storage_commitment=d.storage_commitment,
+            )
+            for d in settings.all_destinations
+        ],
     )

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel
 
-from node.db.models import DeliveryState, JobState, SeriesState, StepState
+from node.db.models import Delivery, DeliveryState, JobState, SeriesState, StepState
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -23,12 +23,24 @@ def _as_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
+class DestinationOut(BaseModel):
+    """Where results go (the configured destinations)."""
+
+    name: str
+    address: str  # AET@host:port (DICOM) or the DICOMweb root (STOW-RS)
+    transport: str  # "dicom" or "stow"
+    kinds: list[str]
+    models: list[str]  # empty: every model
+    storage_commitment: bool
+
+
 class NodeOut(BaseModel):
-    """Who this node is on the DICOM network."""
+    """Who this node is on the DICOM network, and where its results go."""
 
     ae_title: str
     dicom_port: int
     archive: str | None
+    destinations: list[DestinationOut]
 
 
 class PatientOut(BaseModel):
@@ -93,6 +105,27 @@ class DeliveryOut(BaseModel):
     last_error: str
     stored_at: UtcDatetime | None
     delivered_at: UtcDatetime | None  # stored, and committed where the destination asks
+
+
+def delivery_fields(row: Delivery) -> dict[str, Any]:
+    """A ``DeliveryOut``'s fields from an outbox row (the next attempt only when pending)."""
+    return {
+        "destination": row.destination,
+        "state": row.state,
+        "attempts": row.attempts,
+        "next_attempt_at": row.next_attempt_at if row.state is DeliveryState.PENDING else None,
+        "last_error": row.last_error,
+        "stored_at": row.stored_at,
+        "delivered_at": row.delivered_at,
+    }
+
+
+class OutboxRowOut(DeliveryOut):
+    """An outbox row with the result and job it belongs to (``/api/deliveries``)."""
+
+    job_id: int
+    kind: str
+    sop_instance_uid: str
 
 
 class ResultOut(BaseModel):

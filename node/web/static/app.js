@@ -260,7 +260,8 @@ function renderJobs(jobs) {
 
 function renderNode(node) {
   const parts = [node.ae_title, `port ${node.dicom_port}`];
-  parts.push(node.archive ? `→ ${node.archive}` : "results kept locally");
+  const where = (node.destinations || []).map((d) => `${d.name} (${d.kinds.join(", ")})`);
+  parts.push(where.length ? `→ ${where.join(", ")}` : "results kept locally");
   document.getElementById("node-ident").textContent = parts.join(" · ");
 }
 
