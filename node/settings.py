@@ -59,6 +59,9 @@ class Destination(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     dicom: str | None = Field(default=None, description="AET@host:port")
     stow_url: str | None = Field(default=None, description="DICOMweb root, e.g. .../dicom-web")
+    # Sent with every STOW-RS request, e.g. {"Authorization": "Bearer ..."}; never shown
+    # by the API. Keep the config file that holds them readable by the node only.
+    http_headers: dict[str, str] = Field(default_factory=dict, repr=False)
     kinds: list[ResultKind] = Field(default_factory=lambda: ["SEG", "SR"], min_length=1)
     models: list[str] = Field(default_factory=list)
     storage_commitment: bool = False
@@ -73,6 +76,8 @@ class Destination(BaseModel):
             raise ValueError(f"destination {self.name!r}: stow_url must be an http(s) URL")
         if self.storage_commitment and self.dicom is None:
             raise ValueError(f"destination {self.name!r}: storage commitment needs dicom")
+        if self.http_headers and self.stow_url is None:
+            raise ValueError(f"destination {self.name!r}: http_headers are for stow_url")
         return self
 
     @property

@@ -38,6 +38,7 @@ class Orthanc:
     directory: Path
     process: subprocess.Popen[bytes]
     aet: str = "ORTHANC"
+    auth: tuple[str, str] | None = None  # HTTP basic credentials, when Orthanc wants them
 
     @property
     def url(self) -> str:
@@ -48,12 +49,12 @@ class Orthanc:
         return f"{self.aet}@127.0.0.1:{self.dicom_port}"
 
     def get(self, path: str) -> object:
-        response = httpx.get(self.url + path, timeout=30)
+        response = httpx.get(self.url + path, timeout=30, auth=self.auth)
         response.raise_for_status()
         return response.json()
 
     def file(self, instance_id: str) -> bytes:
-        response = httpx.get(f"{self.url}/instances/{instance_id}/file", timeout=30)
+        response = httpx.get(f"{self.url}/instances/{instance_id}/file", timeout=30, auth=self.auth)
         response.raise_for_status()
         return response.content
 
@@ -101,11 +102,13 @@ def start_orthanc(
     node_port: int | None = None,
     stable_age: int = 2,
     dicom_port: int | None = None,
+    user: tuple[str, str] | None = None,
 ) -> Orthanc:
     """Start Orthanc under ``directory``; with a node port given, route studies to it.
 
     The routing is the project's own example script (deploy/orthanc), which expects the
-    node's AE title to be AINODE.
+    node's AE title to be AINODE. With ``user`` (name, password), its HTTP side (REST
+    and DICOMweb) asks for HTTP basic authentication.
     """
     if shutil.which("Orthanc") is None:
         raise RuntimeError("Orthanc is not installed (tests/peers.sh installs it)")
@@ -122,7 +125,8 @@ def start_orthanc(
         "DicomPort": dicom_port,
         "HttpPort": http_port,
         "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
+        "AuthenticationEnabled": user is not None,
+        "RegisteredUsers": dict([user]) if user else {},
         "DicomCheckCalledAet": False,
         "DicomAlwaysAllowStore": True,
         "StableAge": stable_age,
@@ -140,13 +144,13 @@ def start_orthanc(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    orthanc = Orthanc(dicom_port, http_port, directory, process)
+    orthanc = Orthanc(dicom_port, http_port, directory, process, auth=user)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"Orthanc exited with {process.returncode}: {orthanc.log_tail()}")
         try:
-            if httpx.get(orthanc.url + "/system", timeout=1).status_code == 200:
+            if httpx.get(orthanc.url + "/system", timeout=1, auth=user).status_code == 200:
                 return orthanc
         except httpx.HTTPError:
             pass

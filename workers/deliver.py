@@ -89,4 +89,4 @@ def _send(ctx: WorkerContext, destination: Destination, outgoing: list[Outgoing]
     if archive is not None:
         store_files(archive, ctx.settings.ae_title, outgoing)
     elif destination.stow_url is not None:
-        stow_files(destination.stow_url, outgoing)
+        stow_files(destination.stow_url, outgoing, headers=destination.http_headers)

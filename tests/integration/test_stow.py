@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from node import stow
 from node.dispatch import DeliveryError, Outgoing
 from node.stow import stow_files
 from tests.factories import make_ct_series, write_series
-from tests.orthanc import Orthanc, free_port
+from tests.orthanc import Orthanc, free_port, start_orthanc
 
 
 def dicomweb(orthanc: Orthanc) -> str:
@@ -125,6 +126,20 @@ def test_an_instance_the_archive_does_not_mention_counts_as_failed(
     assert f"did not acknowledge {truncated.sop_instance_uid}" in message
     assert files[0].sop_instance_uid not in message
     assert held_uids(orthanc) == [files[0].sop_instance_uid]
+
+
+def test_an_archive_that_wants_credentials_gets_them_from_the_headers(tmp_path: Path) -> None:
+    archive = start_orthanc(tmp_path / "locked", user=("ainode", "s3cret"))
+    try:
+        files = outgoing(series(2, "LOCKED"), tmp_path / "files")
+        with pytest.raises(DeliveryError, match="HTTP 401"):
+            stow_files(dicomweb(archive), files)
+        token = base64.b64encode(b"ainode:s3cret").decode()
+        stored = stow_files(dicomweb(archive), files, headers={"Authorization": f"Basic {token}"})
+        assert sorted(stored) == sorted(f.sop_instance_uid for f in files)
+        assert len(archive.get("/instances")) == 2  # type: ignore[arg-type]
+    finally:
+        archive.stop()
 
 
 def test_no_files_sends_nothing() -> None:

@@ -96,6 +96,7 @@ def test_destinations_from_the_environment_and_their_rules(
         ({"name": "x", "dicom": "h:104"}, "AET@host:port"),
         ({"name": "x", "dicom": "A@h:1", "kinds": ["PDF"]}, "kinds"),
         ({"name": "bad name", "dicom": "A@h:1"}, "name"),
+        ({"name": "x", "dicom": "A@h:1", "http_headers": {"Authorization": "t"}}, "stow_url"),
     ],
 )
 def test_bad_destinations_are_refused(destination: dict, message: str) -> None:
