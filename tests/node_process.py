@@ -91,6 +91,17 @@ def node_environment(data_dir: Path, **settings: str) -> tuple[dict[str, str], i
     return env, dicom_port, http_port
 
 
+def start_node(data_dir: Path, dicom_port: int | None = None, **settings: str) -> NodeProcess:
+    """``ainode serve`` under ``data_dir`` on its own ports (``dicom_port`` when the
+    test must know it beforehand), started and healthy."""
+    env, port, http_port = node_environment(data_dir, **settings)
+    if dicom_port is not None:
+        env["AINODE_DICOM_PORT"], port = str(dicom_port), dicom_port
+    node = NodeProcess(data_dir, port, http_port, env)
+    node.start()
+    return node
+
+
 def wait_for(condition, timeout: float, interval: float = 0.5, what: str = "condition"):  # noqa: ANN001, ANN201
     """Poll ``condition`` until it returns something truthy; return it, or fail naming it."""
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from node.status import StoreStatus
-from tests.node_process import NodeProcess, node_environment, wait_for
+from tests.node_process import start_node, wait_for
 from tests.orthanc import Orthanc
 from tests.scu import send_raw
 
@@ -65,9 +65,8 @@ def make_inputs(folder: Path) -> dict[str, Path]:
 
 def test_bad_input_is_refused_or_explained(tmp_path: Path, orthanc: Orthanc) -> None:
     inputs = make_inputs(tmp_path / "inputs")
-    env, dicom_port, http_port = node_environment(tmp_path / "node", archive=orthanc.destination)
-    node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
-    node.start()
+    node = start_node(tmp_path / "node", archive=orthanc.destination)
+    dicom_port = node.dicom_port
     try:
         statuses = {
             name: int(send_raw("127.0.0.1", dicom_port, "AINODE", path).Status)

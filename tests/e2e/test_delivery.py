@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, text
 
 from tests.dicom_checks import dcentvfy_errors, dciodvfy_errors
 from tests.factories import phantom_study
-from tests.node_process import NodeProcess, node_environment, wait_for
+from tests.node_process import NodeProcess, start_node, wait_for
 from tests.orthanc import Orthanc, free_port, start_orthanc
 
 pytestmark = pytest.mark.e2e
@@ -95,10 +95,7 @@ def test_several_destinations_with_commitment_and_stow(tmp_path: Path) -> None:
         {"name": "pacs", "dicom": archive.destination, "storage_commitment": True},
         {"name": "viewer", "stow_url": f"{viewer.url}/dicom-web", "kinds": ["SR", "SC"]},
     ]
-    env, _, http_port = node_environment(tmp_path / "node", destinations=json.dumps(destinations))
-    env["AINODE_DICOM_PORT"] = str(dicom_port)
-    node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
-    node.start()
+    node = start_node(tmp_path / "node", dicom_port, destinations=json.dumps(destinations))
     try:
         Orthanc.store_to(files, "127.0.0.1", dicom_port, "AINODE")
         jobs = wait_for(
@@ -141,15 +138,14 @@ def test_several_destinations_with_commitment_and_stow(tmp_path: Path) -> None:
 def test_dead_letter_then_operator_retry_resends(tmp_path: Path) -> None:
     files = phantom_study(tmp_path, 702, slices=12)
     archive_port = free_port()
-    env, dicom_port, http_port = node_environment(
+    node = start_node(
         tmp_path / "node",
         archive=f"ORTHANC@127.0.0.1:{archive_port}",
         delivery_attempts="3",
         delivery_backoff_seconds="0.5",
         delivery_backoff_max_seconds="1",
     )
-    node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
-    node.start()
+    dicom_port = node.dicom_port
     archive = None
     try:
         Orthanc.store_to(files, "127.0.0.1", dicom_port, "AINODE")
@@ -184,9 +180,8 @@ def test_new_instances_rerun_and_the_new_report_supersedes_the_old(
     tmp_path: Path, orthanc: Orthanc
 ) -> None:
     files = sorted(phantom_study(tmp_path, 703, slices=14))
-    env, dicom_port, http_port = node_environment(tmp_path / "node", archive=orthanc.destination)
-    node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
-    node.start()
+    node = start_node(tmp_path / "node", archive=orthanc.destination)
+    dicom_port = node.dicom_port
     try:
         slices = sorted(
             files, key=lambda p: int(dcmread(p, stop_before_pixels=True).InstanceNumber)

@@ -27,7 +27,7 @@ import pytest
 import redis
 
 from tests.factories import phantom_study
-from tests.node_process import NodeProcess, node_environment, wait_for
+from tests.node_process import NodeProcess, start_node, wait_for
 from tests.orthanc import Orthanc, free_port, start_orthanc
 
 pytestmark = pytest.mark.e2e
@@ -41,14 +41,13 @@ def worker_pids(node: NodeProcess) -> list[int]:
 
 def test_worker_killed_mid_job_loses_nothing(tmp_path: Path, orthanc: Orthanc) -> None:
     studies = [phantom_study(tmp_path, seed, slices=90) for seed in (101, 102)]
-    env, dicom_port, http_port = node_environment(
+    node = start_node(
         tmp_path / "node",
         archive=orthanc.destination,
         heartbeat_seconds="1",
         lost_worker_seconds="5",
     )
-    node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
-    node.start()
+    dicom_port = node.dicom_port
     try:
         for files in studies:
             Orthanc.store_to(files, "127.0.0.1", dicom_port, "AINODE")
@@ -109,14 +108,13 @@ def jobs_in(node: NodeProcess, *states: str, count: int = 4) -> list | None:
 def test_archive_down_for_a_while_then_back(tmp_path: Path) -> None:
     studies = [phantom_study(tmp_path, seed, slices=12) for seed in (201, 202)]
     archive_port = free_port()
-    env, dicom_port, http_port = node_environment(
+    node = start_node(
         tmp_path / "node",
         archive=f"ORTHANC@127.0.0.1:{archive_port}",
         delivery_backoff_seconds="1",
         delivery_backoff_max_seconds="4",
     )
-    node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
-    node.start()
+    dicom_port = node.dicom_port
     archive = None
     try:
         for files in studies:
@@ -147,11 +145,10 @@ def test_archive_down_for_a_while_then_back(tmp_path: Path) -> None:
 def test_node_restarted_between_encoding_and_delivery(tmp_path: Path) -> None:
     studies = [phantom_study(tmp_path, seed, slices=12) for seed in (301, 302)]
     archive_port = free_port()
-    env, dicom_port, http_port = node_environment(
+    node = start_node(
         tmp_path / "node", archive=f"ORTHANC@127.0.0.1:{archive_port}", reconcile_seconds="3"
     )
-    node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
-    node.start()
+    dicom_port = node.dicom_port
     archive = None
     try:
         for files in studies:
@@ -233,7 +230,7 @@ def test_redis_restarted_with_its_data_lost(
     tmp_path: Path, orthanc: Orthanc, redis_server: RedisServer
 ) -> None:
     studies = [phantom_study(tmp_path, seed, slices=60) for seed in (401, 402, 403)]
-    env, dicom_port, http_port = node_environment(
+    node = start_node(
         tmp_path / "node",
         archive=orthanc.destination,
         broker_url=redis_server.url,
@@ -241,8 +238,7 @@ def test_redis_restarted_with_its_data_lost(
         heartbeat_seconds="1",
         lost_worker_seconds="20",
     )
-    node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
-    node.start()
+    dicom_port = node.dicom_port
     try:
         for files in studies:
             Orthanc.store_to(files, "127.0.0.1", dicom_port, "AINODE")
@@ -280,7 +276,7 @@ def test_job_outliving_the_visibility_timeout_runs_once(
     tmp_path: Path, orthanc: Orthanc, redis_server: RedisServer
 ) -> None:
     files = phantom_study(tmp_path, 601, slices=200)
-    env, dicom_port, http_port = node_environment(
+    node = start_node(
         tmp_path / "node",
         archive=orthanc.destination,
         broker_url=redis_server.url,
@@ -288,15 +284,14 @@ def test_job_outliving_the_visibility_timeout_runs_once(
         heartbeat_seconds="1",
         lost_worker_seconds="60",
     )
-    node = NodeProcess(tmp_path / "node", dicom_port, http_port, env)
-    node.start()
+    dicom_port = node.dicom_port
     # A second worker, as a second GPU machine would run: idle while the first runs
     # the long segmentation, so it is the one Redis re-delivers the message to.
     second_log = tmp_path / "second-worker.log"
     with second_log.open("wb") as log:
         second = subprocess.Popen(
             [sys.executable, "-m", "node.cli", "worker"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=node.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
         Orthanc.store_to(files, "127.0.0.1", dicom_port, "AINODE")
