@@ -1,4 +1,7 @@
-"""The one place that changes job state, and the timeline of each job's steps.
+"""Job state up to delivery, and the timeline of each job's steps.
+
+From DELIVERING on, a job's state follows its outbox rows: ``node.jobs.outbox``
+settles it (SUCCEEDED, or FAILED with dead rows) and revives it on a retry.
 
 Every transition is a short transaction on the database, which is the source of
 truth: a worker that dies leaves a row that the reconciler can find and re-send.
@@ -148,13 +151,6 @@ class JobLedger:
                 rows.append(row)
             session.flush()
             outbox.plan(session, job, rows, destinations)
-
-    def succeed(self, job_id: int) -> None:
-        with transaction(self.sessions) as session:
-            job = session.get_one(Job, job_id)
-            job.state = JobState.SUCCEEDED
-            job.finished_at = utcnow()
-            job.error = ""
 
     def fail(self, job_id: int, reason: str) -> None:
         with transaction(self.sessions) as session:
