@@ -57,6 +57,14 @@ class DeliveryState(enum.StrEnum):
     DEAD = "dead"  # every attempt failed; POST /api/jobs/{id}/retry sends it again
 
 
+class ResultKind(enum.StrEnum):
+    """What kind of DICOM object a result is; destinations filter on it."""
+
+    SEG = "SEG"  # Segmentation (binary or fractional)
+    SR = "SR"  # Comprehensive 3D SR, TID 1500 measurement report
+    SC = "SC"  # Secondary Capture overlay, for viewers without SEG support
+
+
 class StepState(enum.StrEnum):
     RUNNING = "running"
     DONE = "done"
@@ -208,7 +216,9 @@ class ResultObject(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_pk: Mapped[int] = mapped_column(ForeignKey("job.id"))
-    kind: Mapped[str] = mapped_column(String(8))  # "SEG", "SR" or "SC"
+    kind: Mapped[ResultKind] = mapped_column(
+        Enum(ResultKind, native_enum=False, length=8)
+    )
     sop_class_uid: Mapped[str] = mapped_column(_UID)
     sop_instance_uid: Mapped[str] = mapped_column(_UID, unique=True)
     path: Mapped[str] = mapped_column(Text)  # relative to the results directory
