@@ -1,9 +1,10 @@
 """The network architectures a model package may name, and their builders.
 
 A manifest's ``network.architecture`` is a key of ``ARCHITECTURES``; its
-``network.parameters`` are the builder's keyword arguments. ``SPATIAL_DIMS`` says
-whether each takes 2D slices (N, C, H, W) or 3D volumes (N, C, D, H, W), which a
-manifest's ``network.spatial_dims`` must match. All are small enough to run on a CPU.
+``network.parameters`` are the builder's keyword arguments. Whether each takes 2D
+slices (N, C, H, W) or 3D volumes (N, C, D, H, W), which a manifest's
+``network.spatial_dims`` must match, is ``models.formats.module_format.SPATIAL_DIMS``
+(checked at discovery, without torch). All are small enough to run on a CPU.
 """
 
 from __future__ import annotations
@@ -154,6 +155,3 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "cnn2d_classifier": cnn2d_classifier,
     "unet3d": unet3d,
 }
-
-# Whether each architecture takes slices (2) or volumes (3).
-SPATIAL_DIMS: dict[str, int] = {"unet2d": 2, "cnn2d_classifier": 2, "unet3d": 3}

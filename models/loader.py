@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models.contract_errors import ManifestError, ModelUnavailable
+from models.feed import network_input
 from models.formats import network_format
-from models.manifest import ManifestError, ModelTask
-from models.registry import ModelPackage, network_input
-from workers.errors import ModelUnavailable
+from models.manifest import ModelTask
+from models.package import ModelPackage
 
 _CHUNK = 1 << 20
 # In-plane size of the trial input when the preprocessing does not fix one.

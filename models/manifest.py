@@ -21,9 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-
-class ManifestError(ValueError):
-    """A model package that cannot be used; the message says which rule failed."""
+from models.contract_errors import ManifestError
 
 
 class CodedConcept(BaseModel):

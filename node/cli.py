@@ -75,10 +75,9 @@ def _models_list(settings: Settings, _args: argparse.Namespace) -> int:
 def _models_validate(_settings: Settings, args: argparse.Namespace) -> int:
     import torch
 
+    from models.contract_errors import ManifestError, ModelUnavailable
     from models.loader import load_network, trial_run
-    from models.manifest import ManifestError
     from models.registry import open_package
-    from workers.errors import ModelUnavailable
 
     cpu = torch.device("cpu")
     try:

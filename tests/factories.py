@@ -21,8 +21,8 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian
 
 from models.manifest import ModelManifest
-from models.phantom import make_phantom
 from node.uids import derive_uid
+from training.phantom import make_phantom
 
 _STUDY_DATE = "20240102"
 _STUDY_TIME = "080000"

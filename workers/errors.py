@@ -1,8 +1,21 @@
 """The pipeline's one base exception and its kinds.
 
 An ``AnalysisError`` carries a reason a radiologist or PACS administrator can read;
-the job records it as is.
+the job records it as is. ``ModelUnavailable`` (a package whose network cannot be
+loaded) belongs to the model contract, ``models.contract_errors``; it is re-exported here
+because the worker raises it too and records it as it records an ``AnalysisError``:
+handlers catch ``ANALYSIS_ERRORS``, both.
 """
+
+from models.contract_errors import ModelUnavailable
+
+__all__ = [
+    "ANALYSIS_ERRORS",
+    "AnalysisError",
+    "EncodingError",
+    "ModelUnavailable",
+    "SeriesNotAnalysable",
+]
 
 
 class AnalysisError(Exception):
@@ -13,9 +26,9 @@ class SeriesNotAnalysable(AnalysisError):
     """The series cannot be analysed as sent (no pixels, broken geometry, ...)."""
 
 
-class ModelUnavailable(AnalysisError):
-    """The model package cannot be loaded (missing weights, wrong sha256, ...)."""
-
-
 class EncodingError(AnalysisError):
     """A result could not be encoded as valid DICOM."""
+
+
+# What a job records as its reason rather than as an internal error.
+ANALYSIS_ERRORS: tuple[type[Exception], ...] = (AnalysisError, ModelUnavailable)

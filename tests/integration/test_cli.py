@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from pydicom import dcmread
 
-from models.phantom import make_phantom
 from tests.dicom_checks import dciodvfy_errors
 from tests.factories import make_ct_series, write_series
+from training.phantom import make_phantom
 
 
 def ainode(*args: str, env_dir: Path) -> subprocess.CompletedProcess[str]:

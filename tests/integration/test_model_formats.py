@@ -27,13 +27,12 @@ import yaml
 from pydicom import dcmread
 
 from models.architectures import unet2d
+from models.contract_errors import ManifestError, ModelUnavailable
 from models.loader import load_network, sha256_of
-from models.manifest import ManifestError
-from models.phantom import make_phantom
 from models.registry import discover_packages, open_package, shipped_packages_dir
 from node.cli import main
 from tests.factories import make_ct_series, write_series
-from workers.errors import ModelUnavailable
+from training.phantom import make_phantom
 
 SOURCE = "ct-lung-nodule-seg"
 CPU = torch.device("cpu")

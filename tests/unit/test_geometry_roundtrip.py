@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from models.manifest import PreprocessStep
-from workers.preprocess import preprocess
+from workers.preprocessing import preprocess
 from workers.volume import Volume
 
 # Rows: slice, row and column directions of an axial series.

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from models.formats import FORMATS, NetworkInput, check_signature, network_format
+from models.architectures import ARCHITECTURES
+from models.contract_errors import ManifestError, ModelUnavailable
+from models.feed import NetworkInput, network_input
+from models.formats import FORMATS, check_signature, network_format
+from models.formats.module_format import SPATIAL_DIMS
 from models.loader import load_network, sha256_of
-from models.manifest import ManifestError, ModelManifest, ModelTask, PreprocessStep
-from models.registry import (
-    ModelPackage,
-    discover_packages,
-    network_input,
-    open_package,
-    shipped_packages_dir,
-)
-from workers.errors import ModelUnavailable
+from models.manifest import ModelManifest, ModelTask, PreprocessStep
+from models.package import ModelPackage
+from models.registry import discover_packages, open_package, shipped_packages_dir
+from workers import errors as worker_errors
 
 SEG = "ct-lung-nodule-seg"
 CLS = "ct-nodule-classifier"
@@ -177,6 +178,34 @@ def test_open_package_gives_the_shipped_packages():
         assert package.name == name
         assert package.manifest.network.format == "module"
         assert package.weights_path == shipped_packages_dir() / name / "weights.pt"
+
+
+def test_the_module_format_knows_every_architecture_and_its_dimensions():
+    assert set(SPATIAL_DIMS) == set(ARCHITECTURES)
+    for name, dims in SPATIAL_DIMS.items():
+        network = ARCHITECTURES[name]()
+        convolutions = [
+            m for m in network.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)
+        ]
+        assert {len(m.kernel_size) for m in convolutions} == {dims}, name
+
+
+def test_discovery_imports_no_network_library():
+    # The serve process routes series with the registry; torch and friends stay in the worker.
+    code = (
+        "import sys; from models.registry import discover_packages; "
+        "assert discover_packages().names; "
+        "print(sorted(m for m in ('torch', 'onnxruntime', 'SimpleITK', 'scipy', "
+        "'models.architectures', 'workers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_worker_records_an_unavailable_model_as_it_records_an_analysis_error():
+    # ModelUnavailable is the model contract's; the job still fails with its reason.
+    assert worker_errors.ModelUnavailable is ModelUnavailable
+    assert {worker_errors.AnalysisError, ModelUnavailable} <= set(worker_errors.ANALYSIS_ERRORS)
 
 
 def test_every_shipped_format_is_registered():

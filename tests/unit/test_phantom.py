@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from models.phantom import BACKGROUND, LESION, LUNG, make_phantom, random_geometry
+from training.phantom import BACKGROUND, LESION, LUNG, make_phantom, random_geometry
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,11 @@ import time
 import numpy as np
 import pytest
 
+from models.contract_errors import ManifestError
 from models.manifest import PreprocessStep
+from models.steps import STEP_KINDS, StepRole, check_steps
 from workers.errors import AnalysisError, SeriesNotAnalysable
-from workers.preprocess import STEPS, build_steps, preprocess, preprocess_array
+from workers.preprocessing import STEPS, build_steps, preprocess, preprocess_array
 from workers.volume import Volume
 
 
@@ -43,6 +45,24 @@ def test_registry_has_the_documented_steps():
         "crop_or_pad",
         "resize_inplane",
     } <= set(STEPS)
+
+
+def test_every_step_of_the_contract_has_an_operation_of_its_kind():
+    assert set(STEPS) == set(STEP_KINDS)
+    for name, operation in STEPS.items():
+        assert issubclass(operation, STEP_KINDS[name]), name
+        assert operation.role is STEP_KINDS[name].role, name
+    assert {k.name for k in STEP_KINDS.values() if k.role is StepRole.TEMPORAL} == {"slice_timing"}
+
+
+def test_the_contract_refuses_what_the_worker_refuses_with_the_same_words():
+    steps = [step("resize_inplane", size=[64, 64]), step("mask_padding", fill=0)]
+    with pytest.raises(ManifestError) as contract:
+        check_steps(steps)
+    with pytest.raises(AnalysisError) as worker:
+        build_steps(steps)
+    assert str(contract.value) == str(worker.value)
+    assert "before geometric" in str(contract.value)
 
 
 def test_window_clips_and_scale_maps_to_unit_range():

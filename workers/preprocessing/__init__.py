@@ -1,13 +1,16 @@
 """Declarative preprocessing: turn a volume into a network's input, as a manifest says.
 
-A manifest lists steps by name with their parameters (``PreprocessStep``); this
-package owns the registry of step kinds, checks their parameters at package load,
-and applies them in order to whole volumes (float32, vectorised). One module per
-concern: ``geometry`` (resample, canonical_orientation, crop_or_pad, resize_inplane
-and their exact inverses), ``intensity`` (window, scale, zscore, percentile_scale,
-clip_outliers, mask_padding), ``bias`` (n4_bias_field), ``registration`` (a second
-series onto the first's grid), ``temporal`` (slice_timing: a 4D series made one
-volume, always the first step; a 4D series reaches no other step without it).
+A manifest lists steps by name with their parameters (``PreprocessStep``); what it
+may say (each step's parameters, role and the ordering rules) is the model contract,
+``models.steps``. This package implements each step (``STEPS``: an operation per step
+name, subclassing its parameter model) and applies them in order to whole volumes
+(float32, vectorised). One module per concern: ``grid`` (where an array lies and the
+record of a move), ``geometry`` (resample, canonical_orientation, crop_or_pad,
+resize_inplane and their exact inverses), ``intensity`` (window, scale, zscore,
+percentile_scale, clip_outliers, mask_padding), ``bias`` (n4_bias_field),
+``registration`` (a second series onto the first's grid), ``slice_timing`` (a 4D
+series made one volume, always the first step; a 4D series reaches no other step
+without it).
 ``Prepared`` records every geometric change, so a network's output maps back onto
 the source grid. A model with several input series has each prepared by the same
 steps: intensity statistics of its own, the primary's geometric changes replayed, so
@@ -21,9 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import ValidationError
 
+from models.contract_errors import ManifestError
 from models.manifest import PreprocessStep
+from models.steps import check_steps
 from workers.errors import AnalysisError, SeriesNotAnalysable
 from workers.preprocessing.base import GeometricOperation, IntensityOperation, Operation
 from workers.preprocessing.bias import N4BiasField
@@ -44,15 +48,19 @@ from workers.preprocessing.intensity import (
     Window,
     ZScore,
 )
-from workers.preprocessing.temporal import SliceTiming, TemporalOperation
+from workers.preprocessing.slice_timing import SliceTiming, TemporalOperation
 from workers.volume import Volume
 
 __all__ = [
     "STEPS",
+    "CanonicalOrientation",
+    "CropOrPad",
     "GeometricOperation",
     "IntensityOperation",
     "Operation",
     "Prepared",
+    "Resample",
+    "ResizeInplane",
     "build_steps",
     "preprocess",
     "preprocess_array",
@@ -133,40 +141,13 @@ class Prepared:
 
 
 def build_steps(steps: Sequence[PreprocessStep]) -> list[Operation]:
-    """Check every step's name and parameters; the error names the step that is wrong."""
-    operations: list[Operation] = []
-    geometric_before: str | None = None
-    for position, step in enumerate(steps, start=1):
-        kind = STEPS.get(step.step)
-        if kind is None:
-            raise AnalysisError(
-                f"preprocessing step {position} {step.step!r} is unknown "
-                f"(known: {', '.join(sorted(STEPS))})"
-            )
-        try:
-            operation = kind.model_validate(step.parameters)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'parameters'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise AnalysisError(
-                f"preprocessing step {position} {step.step!r} has bad parameters: {problems}"
-            ) from exc
-        if isinstance(operation, TemporalOperation) and position != 1:
-            raise AnalysisError(
-                f"preprocessing step {position} {step.step!r} must be the first step: "
-                "it makes the one volume every other step works on"
-            )
-        if isinstance(operation, MaskPadding) and geometric_before is not None:
-            raise AnalysisError(
-                f"preprocessing step {position} {step.step!r} must come before geometric "
-                f"steps (it follows {geometric_before!r}): padding is read per source slice"
-            )
-        if isinstance(operation, GeometricOperation) and geometric_before is None:
-            geometric_before = step.step
-        operations.append(operation)
-    return operations
+    """The operations for a manifest's steps, checked by the step contract
+    (``models.steps.check_steps``); AnalysisError naming the step that is wrong."""
+    try:
+        checked = check_steps(steps)
+    except ManifestError as exc:
+        raise AnalysisError(str(exc)) from exc
+    return [STEPS[parameters.name].model_validate(dict(parameters)) for parameters in checked]
 
 
 def _run(

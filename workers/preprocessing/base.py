@@ -1,6 +1,8 @@
 """What a preprocessing step is: a validated set of parameters that transforms a volume.
 
-Intensity steps change voxel values only; geometric steps change the grid and return
+The parameters and the rules a manifest must follow are the model contract's
+(``models.steps``); each operation here subclasses its step's parameter model and
+adds the work. Intensity steps change voxel values only; geometric steps change the grid and return
 a ``GridChange`` record (``workers.preprocessing.geometry``) from which outputs are
 mapped back. Both act on a ``Volume`` whose ``voxels`` they may modify in place:
 ``preprocess`` hands them a private float32 copy.
@@ -13,18 +15,16 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
+from models.steps import StepParameters, StepRole
 from workers.volume import Volume
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from workers.preprocessing.geometry import GridChange
 
 
-class Operation(BaseModel):
+class Operation(StepParameters):
     """A step kind: its fields are the step's parameters, ``apply`` does the work."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     @abstractmethod
     def apply(self, volume: Volume) -> tuple[Volume, GridChange | None]:
@@ -44,6 +44,8 @@ class IntensityOperation(Operation):
 
 class GeometricOperation(Operation):
     """A step that moves voxels onto another grid, recording how for the inverse."""
+
+    role = StepRole.GEOMETRIC
 
     @property
     def fill(self) -> float:

@@ -7,12 +7,10 @@ is a B-spline, smooth by construction) and divided out.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import numpy as np
 import SimpleITK as sitk
-from pydantic import Field
 
+from models.steps import N4BiasFieldStep
 from workers.preprocessing.base import IntensityOperation
 from workers.volume import Volume
 
@@ -29,19 +27,13 @@ def to_image(array: np.ndarray, volume: Volume) -> sitk.Image:
     return image
 
 
-class N4BiasField(IntensityOperation):
+class N4BiasField(N4BiasFieldStep, IntensityOperation):
     """Divide out a smooth multiplicative field: ``shrink`` for the estimate, ``iterations``
     per fitting level, statistics inside voxels above ``mask_above`` (Otsu when null).
 
     N4 works on logarithms; a volume with values at or below zero is shifted to a
     minimum of 1 for the estimate and shifted back after.
     """
-
-    shrink: Annotated[int, Field(ge=1, le=16)] = 4
-    iterations: Annotated[
-        list[Annotated[int, Field(ge=1, le=1000)]], Field(min_length=1, max_length=8)
-    ] = [50, 50, 30, 20]
-    mask_above: float | None = None
 
     def adjust(self, array: np.ndarray, volume: Volume) -> np.ndarray:
         shift = float(1.0 - array.min()) if array.min() <= 0 else 0.0

@@ -1,7 +1,8 @@
 """Geometric steps and the records that invert them exactly.
 
-A grid is where an array lies in patient space (``Grid``). Every geometric step maps
-its input grid onto an output grid by a per-axis affine map of voxel indices, after
+A grid is where an array lies in patient space (``workers.preprocessing.grid``).
+Every geometric step maps its input grid onto an output grid by a per-axis affine
+map of voxel indices, after
 an axis permutation with flips for ``canonical_orientation``; it returns a
 ``GridChange`` that replays the map forward (``to_prepared``) or backward
 (``to_source``) on any array of the same grid, labels by nearest neighbour and
@@ -16,86 +17,36 @@ output index ``i`` samples input ``(i + 0.5) * old / new - 0.5``.
 from __future__ import annotations
 
 import itertools
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
-from typing import Annotated, Literal
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 from scipy import ndimage
 
+from models.steps import (
+    ORIENTATION_LETTERS,
+    CanonicalOrientationStep,
+    CropOrPadStep,
+    ResampleStep,
+    ResizeInplaneStep,
+)
 from workers.preprocessing.base import GeometricOperation
+from workers.preprocessing.grid import Grid, GridChange, Interpolation, leading_axes
 from workers.volume import Volume
 
-Interpolation = Literal["nearest", "linear"]
+__all__ = [
+    "CanonicalOrientation",
+    "CropOrPad",
+    "Grid",
+    "GridChange",
+    "Interpolation",
+    "Resample",
+    "ResizeInplane",
+]
 
 # Slices resized per interpolate call: bounds the temporary memory of a resize.
 _RESIZE_BATCH = 64
-
-# Patient axis and sign each orientation letter names (DICOM LPS: +x left, +y
-# posterior, +z superior).
-_LETTERS = {"L": (0, 1), "R": (0, -1), "P": (1, 1), "A": (1, -1), "S": (2, 1), "I": (2, -1)}
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Where a (slices, rows, columns) array lies: ``axes[a]`` is the unit direction of
-    array axis ``a`` (slice, row index, column index), ``spacing[a]`` its step in mm."""
-
-    shape: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    origin: np.ndarray
-    axes: np.ndarray  # (3, 3)
-
-    @classmethod
-    def of(cls, volume: Volume) -> Grid:
-        axes = np.stack([volume.slice_direction, volume.column_direction, volume.row_direction])
-        return cls(
-            shape=volume.shape,
-            spacing=tuple(float(s) for s in volume.spacing),  # type: ignore[arg-type]
-            origin=np.asarray(volume.origin, dtype=np.float64),
-            axes=np.asarray(axes, dtype=np.float64),
-        )
-
-    def place(self, volume: Volume, voxels: np.ndarray) -> Volume:
-        """``volume`` with ``voxels`` on this grid (its headers kept)."""
-        return replace(
-            volume,
-            voxels=voxels,
-            spacing=self.spacing,
-            origin=self.origin,
-            slice_direction=self.axes[0],
-            column_direction=self.axes[1],
-            row_direction=self.axes[2],
-        )
-
-
-class GridChange(ABC):
-    """How one geometric step moved voxels: applied forward, or inverted."""
-
-    source: Grid
-    target: Grid
-
-    @property
-    def slicewise(self) -> bool:
-        """Whether output slice ``k`` is made from input slice ``k`` alone."""
-        return False
-
-    @abstractmethod
-    def forward(self, values: np.ndarray, interpolation: Interpolation, fill: float) -> np.ndarray:
-        """``values`` on the source grid taken to the target grid."""
-
-    @abstractmethod
-    def inverse(self, values: np.ndarray, interpolation: Interpolation, fill: float) -> np.ndarray:
-        """``values`` on the target grid taken back to the source grid."""
-
-
-def _lead(values: np.ndarray) -> int:
-    if values.ndim < 3:
-        raise ValueError(f"values of shape {values.shape} are not (..., slices, rows, columns)")
-    return values.ndim - 3
 
 
 # ---------------------------------------------------------------------------------- resample
@@ -124,7 +75,7 @@ def _sample_axis(values: np.ndarray, axis: int, coords: np.ndarray, order: int) 
 
 def _sample_axes(values: np.ndarray, coords: list[np.ndarray], order: int) -> np.ndarray:
     """Separable sampling of the last three axes at per-axis fractional indices."""
-    lead = _lead(values)
+    lead = leading_axes(values)
     if order == 3:
         scale = [(c[1] - c[0]) if len(c) > 1 else 1.0 for c in coords]
         offset = [float(c[0]) for c in coords]
@@ -195,17 +146,12 @@ def _rescaled_grid(grid: Grid, shape: tuple[int, int, int], step, offset) -> Gri
     return Grid(shape=shape, spacing=spacing, origin=origin, axes=grid.axes)  # type: ignore[arg-type]
 
 
-class Resample(GeometricOperation):
+class Resample(ResampleStep, GeometricOperation):
     """Resample to ``spacing`` = [slice, row, column] mm (null keeps an axis as it is).
 
     ``order`` 1 (linear, the default), 0 (nearest) or 3 (cubic spline). The origin is
     kept; each axis gets ``round(extent / spacing)`` voxels (at least one).
     """
-
-    spacing: Annotated[
-        list[Annotated[float, Field(gt=0, le=100)] | None], Field(min_length=3, max_length=3)
-    ]
-    order: Literal[0, 1, 3] = 1
 
     def apply(self, volume: Volume) -> tuple[Volume, Rescaling]:
         source = Grid.of(volume)
@@ -275,14 +221,12 @@ class InplaneResize(GridChange):
         return _interpolate(values, size, mode, False)
 
 
-class ResizeInplane(GeometricOperation):
+class ResizeInplane(ResizeInplaneStep, GeometricOperation):
     """Resize every slice to ``size`` = [rows, columns], bilinear.
 
     Downsampling is antialiased, so what a network sees does not depend on whether the
     source was 256 or 512 pixels wide beyond the resolution itself.
     """
-
-    size: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=2, max_length=2)]
 
     def apply(self, volume: Volume) -> tuple[Volume, InplaneResize]:
         source = Grid.of(volume)
@@ -311,14 +255,14 @@ class Reorientation(GridChange):
         return self.permutation == (0, 1, 2) and not self.flips[0]
 
     def forward(self, values: np.ndarray, interpolation: Interpolation, fill: float) -> np.ndarray:
-        lead = _lead(values)
+        lead = leading_axes(values)
         order = (*range(lead), *(lead + p for p in self.permutation))
         out = np.transpose(values, order)
         flipped = tuple(lead + m for m in range(3) if self.flips[m])
         return np.ascontiguousarray(np.flip(out, flipped) if flipped else out)
 
     def inverse(self, values: np.ndarray, interpolation: Interpolation, fill: float) -> np.ndarray:
-        lead = _lead(values)
+        lead = leading_axes(values)
         flipped = tuple(lead + m for m in range(3) if self.flips[m])
         values = np.flip(values, flipped) if flipped else values
         order = (*range(lead), *(lead + int(np.argsort(self.permutation)[a]) for a in range(3)))
@@ -334,7 +278,7 @@ def _nearest_axes(axes: np.ndarray) -> tuple[int, int, int]:
     return best  # type: ignore[return-value]
 
 
-class CanonicalOrientation(GeometricOperation):
+class CanonicalOrientation(CanonicalOrientationStep, GeometricOperation):
     """Reorder and flip the voxel axes to the nearest patient axes named by ``code``.
 
     ``code`` uses the ITK/NIfTI convention: its letters are where increasing column,
@@ -343,24 +287,11 @@ class CanonicalOrientation(GeometricOperation):
     flips: no interpolation, so an oblique series stays oblique but nearest-aligned.
     """
 
-    code: str = "LPS"
-
-    @field_validator("code")
-    @classmethod
-    def _three_axes(cls, value: str) -> str:
-        value = value.upper()
-        axes = sorted(_LETTERS[c][0] for c in value if c in _LETTERS)
-        if len(value) != 3 or axes != [0, 1, 2]:
-            raise ValueError(
-                f"code {value!r} must name each patient axis once, one of L/R, P/A, S/I each"
-            )
-        return value
-
     def apply(self, volume: Volume) -> tuple[Volume, Reorientation]:
         source = Grid.of(volume)
         patient_of = _nearest_axes(source.axes)
         # Array axis m (slice, row, column) must follow the code's letter 2 - m.
-        wanted = [_LETTERS[self.code[2 - m]] for m in range(3)]
+        wanted = [ORIENTATION_LETTERS[self.code[2 - m]] for m in range(3)]
         permutation = tuple(patient_of.index(axis) for axis, _ in wanted)
         flips = tuple(
             bool(np.sign(source.axes[a, axis]) != sign)
@@ -408,7 +339,7 @@ class CropPad(GridChange):
         return self._move(values, self.source, tuple(-o for o in self.offset), fill)
 
     def _move(self, values: np.ndarray, grid: Grid, offset, fill: float) -> np.ndarray:
-        lead = _lead(values)
+        lead = leading_axes(values)
         shape = (values.shape[-3] if self.slicewise else grid.shape[0], *grid.shape[1:])
         out = np.full((*values.shape[:lead], *shape), fill, dtype=values.dtype)
         into, outof = [], []
@@ -420,16 +351,11 @@ class CropPad(GridChange):
         return out
 
 
-class CropOrPad(GeometricOperation):
+class CropOrPad(CropOrPadStep, GeometricOperation):
     """Crop or pad, centred, to ``size`` = [slices, rows, columns] (null keeps an axis).
 
     Padding takes ``value`` (e.g. -1000 HU for air, or 0 after scaling).
     """
-
-    size: Annotated[
-        list[Annotated[int, Field(ge=1, le=4096)] | None], Field(min_length=3, max_length=3)
-    ]
-    value: float = 0.0
 
     @property
     def fill(self) -> float:

@@ -7,18 +7,21 @@ voxels taken at a regular stride, which keeps them to tens of milliseconds on a
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import numpy as np
-from pydantic import Field, model_validator
 
+from models.steps import (
+    ClipOutliersStep,
+    MaskPaddingStep,
+    PercentileScaleStep,
+    ScaleStep,
+    WindowStep,
+    ZScoreStep,
+)
 from workers.pixels import functional_groups, inversion_pivot, modality_transform
 from workers.preprocessing.base import IntensityOperation
 from workers.volume import Volume
 
 _STATISTICS_SAMPLE = 1 << 22
-
-Percent = Annotated[float, Field(ge=0, le=100)]
 
 
 def _sample(array: np.ndarray, mask_above: float | None) -> np.ndarray:
@@ -31,33 +34,22 @@ def _sample(array: np.ndarray, mask_above: float | None) -> np.ndarray:
     return values
 
 
-class Window(IntensityOperation):
+def _percentile_range(
+    array: np.ndarray, p_low: float, p_high: float, mask_above: float | None
+) -> tuple[float, float]:
+    low, high = np.percentile(_sample(array, mask_above), [p_low, p_high])
+    return float(low), float(high)
+
+
+class Window(WindowStep, IntensityOperation):
     """Clip to [low, high] (HU for CT)."""
-
-    low: float
-    high: float
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Window:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        return self
 
     def adjust(self, array: np.ndarray, volume: Volume) -> np.ndarray:
         return np.clip(array, self.low, self.high, out=array)
 
 
-class Scale(IntensityOperation):
+class Scale(ScaleStep, IntensityOperation):
     """Map [low, high] linearly onto [0, 1]; values outside keep going (no clipping)."""
-
-    low: float
-    high: float
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Scale:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        return self
 
     def adjust(self, array: np.ndarray, volume: Volume) -> np.ndarray:
         array -= np.float32(self.low)
@@ -65,24 +57,12 @@ class Scale(IntensityOperation):
         return array
 
 
-class ZScore(IntensityOperation):
+class ZScore(ZScoreStep, IntensityOperation):
     """Subtract a mean and divide by a standard deviation.
 
     Fixed ``mean`` and ``std`` when given (both or neither); otherwise the volume's own,
     over the voxels above ``mask_above`` when given (the body, not the air around it).
     """
-
-    mean: float | None = None
-    std: Annotated[float, Field(gt=0)] | None = None
-    mask_above: float | None = None
-
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> ZScore:
-        if (self.mean is None) != (self.std is None):
-            raise ValueError("give both mean and std, or neither to use the volume's own")
-        if self.mean is not None and self.mask_above is not None:
-            raise ValueError("mask_above applies to the volume's own statistics, not fixed ones")
-        return self
 
     def adjust(self, array: np.ndarray, volume: Volume) -> np.ndarray:
         if self.mean is not None and self.std is not None:
@@ -100,29 +80,11 @@ class ZScore(IntensityOperation):
         return array
 
 
-class _PercentileRange(IntensityOperation):
-    p_low: Percent = 0.5
-    p_high: Percent = 99.5
-    mask_above: float | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self) -> _PercentileRange:
-        if not self.p_low < self.p_high:
-            raise ValueError(f"p_low ({self.p_low}) must be below p_high ({self.p_high})")
-        return self
-
-    def _range(self, array: np.ndarray) -> tuple[float, float]:
-        low, high = np.percentile(_sample(array, self.mask_above), [self.p_low, self.p_high])
-        return float(low), float(high)
-
-
-class PercentileScale(_PercentileRange):
+class PercentileScale(PercentileScaleStep, IntensityOperation):
     """Map the volume's [p_low, p_high] percentiles onto [0, 1], clipping outside."""
 
-    clip: bool = True
-
     def adjust(self, array: np.ndarray, volume: Volume) -> np.ndarray:
-        low, high = self._range(array)
+        low, high = _percentile_range(array, self.p_low, self.p_high, self.mask_above)
         if self.clip:
             np.clip(array, low, high, out=array)
         array -= np.float32(low)
@@ -131,15 +93,15 @@ class PercentileScale(_PercentileRange):
         return array
 
 
-class ClipOutliers(_PercentileRange):
+class ClipOutliers(ClipOutliersStep, IntensityOperation):
     """Clip values outside the volume's [p_low, p_high] percentiles (values unchanged else)."""
 
     def adjust(self, array: np.ndarray, volume: Volume) -> np.ndarray:
-        low, high = self._range(array)
+        low, high = _percentile_range(array, self.p_low, self.p_high, self.mask_above)
         return np.clip(array, low, high, out=array)
 
 
-class MaskPadding(IntensityOperation):
+class MaskPadding(MaskPaddingStep, IntensityOperation):
     """Set padding voxels to ``fill`` before any normalisation sees them.
 
     Padding is every voxel equal to the image's Pixel Padding Value (or within Pixel
@@ -148,10 +110,6 @@ class MaskPadding(IntensityOperation):
     circle). Must come before any geometric step, while slice ``i`` is still the
     image ``datasets[i]`` whose header says what its padding is.
     """
-
-    fill: float
-    below: float | None = None
-    pixel_padding_value: bool = True
 
     def adjust(self, array: np.ndarray, volume: Volume) -> np.ndarray:
         if self.below is not None:

@@ -1,6 +1,6 @@
 """Train and evaluate the demonstration lung nodule classifier.
 
-    python -m models.train_classification --out models/packages/ct-nodule-classifier
+    python -m training.train_classification --out models/packages/ct-nodule-classifier
 
 Trains the package's slice classifier on synthetic phantoms preprocessed exactly as
 its manifest says (a slice is positive when it shows at least 20 mm2 of nodule),
@@ -24,9 +24,9 @@ from torch import nn
 
 from models.architectures import ARCHITECTURES
 from models.manifest import ModelManifest
-from models.phantom import LESION
 from models.registry import ModelPackage
-from models.training import (
+from training.phantom import LESION
+from training.training import (
     MIN_LESION_AREA_MM2,
     Batch,
     batches,
@@ -40,7 +40,8 @@ from models.training import (
     seed_everything,
     write_json,
 )
-from workers.infer import NetworkCache, run_model
+from workers.infer import NetworkCache
+from workers.pipeline import run_model
 
 TRAIN_SEED = 20240602
 HELDOUT_SEED = 77000002
@@ -185,7 +186,7 @@ Held-out set: {m["heldout_series"]} phantom series from seed {m["heldout_seed"]}
 seen in training), 20-40 slices each, random scanner geometry; every other series had
 1-3 nodules requested ({m["series_with_nodule"]} ended up with one: a nodule needs lung,
 and some volumes are upper abdomen). Scored through
-the node's own inference path (`workers.infer.run_model`): series probability = maximum
+the node's own inference path (`workers.pipeline.run_model`): series probability = maximum
 over slices, called positive at probability >= {m["threshold"]}.
 
 | Metric | Value |

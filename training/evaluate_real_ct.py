@@ -1,14 +1,14 @@
 """Run the shipped demonstration models on the real CT images pydicom ships.
 
-    python -m models.evaluate_real_ct [--write-cards]
+    python -m training.evaluate_real_ct [--write-cards]
 
 The models were trained on synthetic phantoms only; this shows what they say about
 real scanner images. Candidates are the CT Image Storage files with pixel data of at
 least 64x64 found on disk in pydicom's own test files and in the pydicom-data package.
 Only files already on disk are read: nothing is downloaded (pydicom's
 ``get_testdata_files`` may try to, so it is not used). Each image is loaded as a
-one-slice series by the node's own loader (``workers.load.load_series``) and run
-through ``workers.infer.run_model``, as the node would. The table is printed and, with
+one-slice series by the node's own loader (``workers.load.series.load_series``) and run
+through ``workers.pipeline.run_model``, as the node would. The table is printed and, with
 ``--write-cards``, written into both model cards.
 """
 
@@ -24,12 +24,13 @@ import pydicom
 import torch
 from pydicom.data.data_manager import DATA_ROOT, external_data_sources
 
-from models.phantom import LESION, LUNG
 from models.registry import ModelPackage, discover_packages
-from models.training import replace_card_section
+from training.phantom import LESION, LUNG
+from training.training import replace_card_section
 from workers.errors import SeriesNotAnalysable
-from workers.infer import NetworkCache, run_model
-from workers.load import load_series
+from workers.infer import NetworkCache
+from workers.load.series import load_series
+from workers.pipeline import run_model
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MIN_MATRIX = 64

@@ -1,4 +1,4 @@
-"""Temporal steps: a 4D series (``Volume.timepoints``) made into the one volume a model takes.
+"""The temporal step: a 4D series (``Volume.timepoints``) made into the one volume a model takes.
 
 ``slice_timing`` corrects slice-timing differences as SPM and FSL do, then reduces
 time. In a multi-slice acquisition each slice of a temporal position is acquired at
@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import replace
-from typing import Annotated, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
 
+from models.steps import SliceTimingStep, StepRole
 from workers.errors import SeriesNotAnalysable
 from workers.preprocessing.base import Operation
 from workers.volume import Volume
@@ -30,7 +29,7 @@ class TemporalOperation(Operation):
     On a 3D volume (``timepoints`` None) it has nothing to do and passes it through.
     """
 
-    temporal: ClassVar[bool] = True
+    role = StepRole.TEMPORAL
 
     @abstractmethod
     def collapse(self, timepoints: np.ndarray, slice_times: np.ndarray | None) -> np.ndarray:
@@ -43,7 +42,7 @@ class TemporalOperation(Operation):
         return replace(volume, voxels=voxels, timepoints=None, slice_times=None), None
 
 
-class SliceTiming(TemporalOperation):
+class SliceTiming(SliceTimingStep, TemporalOperation):
     """Slice-timing correction to one reference slice's times, then a reduction over time.
 
     ``reference``: the slice whose acquisition times every slice is interpolated to,
@@ -55,16 +54,6 @@ class SliceTiming(TemporalOperation):
     ``reduce``: the mean or the maximum over time of the corrected series, or its
     temporal position ``phase`` (0-based).
     """
-
-    reference: Literal["first", "middle"] = "middle"
-    reduce: Literal["mean", "max", "phase"] = "mean"
-    phase: Annotated[int, Field(ge=0)] = 0
-
-    @model_validator(mode="after")
-    def _phase_only_when_reduced_to_one(self) -> SliceTiming:
-        if self.phase and self.reduce != "phase":
-            raise ValueError(f"phase applies to reduce: phase, not reduce: {self.reduce}")
-        return self
 
     def collapse(self, timepoints: np.ndarray, slice_times: np.ndarray | None) -> np.ndarray:
         count = timepoints.shape[0]

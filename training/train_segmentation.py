@@ -1,10 +1,10 @@
 """Train and evaluate the demonstration lung and nodule segmentation model.
 
-    python -m models.train_segmentation --out models/packages/ct-lung-nodule-seg
+    python -m training.train_segmentation --out models/packages/ct-lung-nodule-seg
 
 Trains the package's U-Net on synthetic phantoms preprocessed exactly as its manifest
 says, writes ``weights.pt`` and its sha256 into ``model.yaml``, then runs the shipped
-package through the node's own inference (``workers.infer.run_model``) on held-out
+package through the node's own inference (``workers.pipeline.run_model``) on held-out
 phantoms from another seed and records Dice per segment in ``metrics.json`` and the
 model card.
 """
@@ -22,9 +22,9 @@ from torch import nn
 
 from models.architectures import ARCHITECTURES
 from models.manifest import ModelManifest
-from models.phantom import LESION, LUNG
 from models.registry import ModelPackage
-from models.training import (
+from training.phantom import LESION, LUNG
+from training.training import (
     Batch,
     batches,
     fit,
@@ -36,7 +36,8 @@ from models.training import (
     seed_everything,
     write_json,
 )
-from workers.infer import NetworkCache, run_model
+from workers.infer import NetworkCache
+from workers.pipeline import run_model
 
 TRAIN_SEED = 20240601
 HELDOUT_SEED = 77000001
@@ -145,7 +146,7 @@ Held-out set: {m["heldout_phantoms"]} phantoms from seed {m["heldout_seed"]} (ne
 training), 20-40 slices each, random scanner geometry, 1-3 nodules requested each
 ({m["phantoms_with_nodule"]} ended up with one: a nodule needs lung, and some volumes
 are upper abdomen). Run through the node's own
-inference path (`workers.infer.run_model`), compared with the ground truth in the
+inference path (`workers.pipeline.run_model`), compared with the ground truth in the
 source geometry.
 
 | Segment | Dice, all voxels pooled | Dice, mean per phantom | Dice, worst phantom |

@@ -1,7 +1,7 @@
 """What both demonstration models' training scripts share.
 
-Data: synthetic phantoms (``models.phantom``) preprocessed by the very steps their
-manifest declares (``workers.preprocess``), kept as network-grid slices with soft
+Data: synthetic phantoms (``training.phantom``) preprocessed by the very steps their
+manifest declares (``workers.preprocessing``), kept as network-grid slices with soft
 per-class targets. Then batches with crops and flips, an optimisation loop, metrics,
 and the writing of a package's weights, sha256, metrics and model-card sections.
 Each script keeps only what is particular to its task.
@@ -23,8 +23,8 @@ from torch import nn
 
 from models.loader import sha256_of
 from models.manifest import ModelManifest, PreprocessStep
-from models.phantom import LESION, Phantom, make_phantom, random_geometry
-from workers.preprocess import preprocess_array
+from training.phantom import LESION, Phantom, make_phantom, random_geometry
+from workers.preprocessing import preprocess_array
 from workers.volume import Volume
 
 CLASSES = 3  # background, lung, lesion: the channel order of every target
