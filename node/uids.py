@@ -1,9 +1,9 @@
-"""DICOM UIDs: validation of received ones, derivation of the node's own.
+"""DICOM UIDs: validation of received ones, and the primitive the node's own derive from.
 
-The one place that builds result UIDs. Every UID the node creates is derived from
-its inputs (source instance UIDs, model name and version, object kind), so that a
-re-run of the same job yields the same UIDs and never duplicates objects in the
-archive.
+``validate_uid`` refuses what PS3.5 does not allow before a received UID goes any
+further. ``derive_uid`` makes a deterministic UID from its inputs, so that the same
+inputs always give the same UID; which inputs make which result UID is decided by
+``workers.encode.identity``, the one place that makes result UIDs.
 """
 
 from __future__ import annotations
@@ -52,24 +52,3 @@ def derive_uid(*parts: str | Iterable[str]) -> str:
             digest.update(b"\x00")
         digest.update(b"\x01")
     return f"2.25.{uuid.UUID(bytes=digest.digest()[:16]).int}"
-
-
-def result_uids(
-    source_sop_uids: Iterable[str], model_name: str, model_version: str
-) -> dict[str, str]:
-    """UIDs for one job's results: the SEG, SR and SC overlay series and instances
-    (each overlay image derives its own from ``overlay_instance``)."""
-    sources = sorted(source_sop_uids)
-    base = ("ainode-result", model_name, model_version, sources)
-
-    def uid(kind: str) -> str:
-        return derive_uid(*base, kind)
-
-    return {
-        "seg_series": uid("seg-series"),
-        "seg_instance": uid("seg-instance"),
-        "sr_series": uid("sr-series"),
-        "sr_instance": uid("sr-instance"),
-        "overlay_series": uid("overlay-series"),
-        "overlay_instance": uid("overlay-instance"),
-    }

@@ -14,9 +14,9 @@ from celery import Celery
 
 from models.registry import ModelRegistry, discover_packages
 from node.db.session import SessionFactory, make_engine, make_session_factory
+from node.delivery.outbox import Outbox
 from node.jobs.celery_app import make_celery
 from node.jobs.ledger import JobLedger
-from node.jobs.outbox import Outbox
 from node.jobs.queue import JobQueue
 from node.settings import Settings
 from node.storage import DurableFolder
@@ -46,7 +46,7 @@ class WorkerContext:
             sessions=sessions,
             ledger=ledger,
             outbox=outbox,
-            queue=JobQueue(app, ledger, outbox),
+            queue=JobQueue(app, ledger),
             registry=discover_packages(settings.models_dir),
             results=DurableFolder(settings.results_dir),
             device=select_device(settings.device),

@@ -1,22 +1,22 @@
-"""Inference: run one model package on one volume and map its output to the source grid.
+"""Inference: running a model's network on a prepared input, and nothing else.
 
-``run_model`` is the pipeline's entry point, in three stages a caller can time:
-``preprocess`` (the manifest's steps, ``workers.preprocessing``, on the primary series
-and on any additional series, which become further input channels), ``predict``
-(network forward passes only, output on the prepared grid: slice-batch by slice-batch
-for a 2D network; for a 3D one, overlapping patches blended by a Gaussian importance
-map for segmentation, or one pass on the whole volume for classification) and
-``postprocess`` (outputs mapped back through ``Prepared.to_source``, labels and
-probabilities in the geometry of the volume given). Networks stay loaded between jobs
-in a ``NetworkCache`` owned by the worker process; nothing here touches CUDA until a
-model is run on it.
+This module owns the pipeline's infer step (``infer``): which torch device a worker
+uses (``select_device``), the networks it keeps warm between jobs (``NetworkCache``,
+owned by the worker process), and the forward passes on the grid preprocessing
+prepared, fed as ``models.feed`` describes: slice-batch by slice-batch for a 2D network
+(rows and columns padded to ``PADDED_MULTIPLE``), for a 3D one overlapping patches
+blended by a Gaussian importance map (``sliding_window``) for segmentation, or one
+pass on the whole volume for classification. Reduced precision (autocast) on CUDA
+only. Preprocessing (``workers.preprocessing``) comes before it and mapping the
+outputs back to the source grid (``workers.postprocess``) after it, both called by
+``workers.pipeline``. Nothing here touches CUDA until a model is run on it.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
@@ -24,24 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.feed import PADDED_MULTIPLE
 from models.loader import load_network
-from models.manifest import ModelTask, SegmentationType
-from models.registry import ModelPackage
-from workers.errors import AnalysisError, ModelUnavailable
-from workers.preprocess import Prepared, preprocess
-from workers.volume import ModelOutput, Volume
+from models.manifest import ModelTask
+from models.package import ModelPackage
+from workers.errors import ModelUnavailable
+from workers.preprocessing import Prepared
 
 BATCH_SLICES = 16
 # Sliding-window patches per forward pass of a 3D network.
 BATCH_PATCHES = 4
 # Gaussian importance map: sigma as a fraction of the patch (nnU-Net's and MONAI's 1/8).
 _SIGMA_SCALE = 0.125
-# U-Nets halve the grid several times; padding to this multiple lets any size through.
-_SIZE_MULTIPLE = 16
-# The logit margin over background given to source voxels no prepared voxel covers,
-# when probabilities are kept: certain background (its probability is below 1e-40),
-# yet finite, so that interpolating next to it stays a number.
-_UNSEEN_MARGIN = -100.0
 
 _DEVICE_SETTING = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -93,54 +87,17 @@ class NetworkCache:
         return len(self._networks)
 
 
-StepRecorder = Callable[[str], AbstractContextManager[object]]
-
-
-def _no_recording(_name: str) -> AbstractContextManager[object]:
-    return nullcontext()
-
-
-def run_model(
-    package: ModelPackage,
-    volume: Volume,
-    device: torch.device,
-    cache: NetworkCache,
-    step: StepRecorder = _no_recording,
-    additional: Sequence[Volume] = (),
-) -> ModelOutput:
-    """Run a package on a volume; the output is in the volume's own geometry.
-
-    ``additional[i]`` is the series for the manifest's ``additional_inputs[i]``,
-    already brought onto ``volume``'s grid (same shape, spacing, origin, directions);
-    the network gets the primary then each of them as channels. AnalysisError when
-    their number is not the manifest's, or one is not on the grid. ``step`` (a name ->
-    context manager callable, as ``workers.pipeline`` passes) records the stages
-    "preprocess", "infer" and "postprocess".
-    """
-    manifest = package.manifest
-    if len(additional) != len(manifest.additional_inputs):
-        roles = ", ".join(s.role for s in manifest.additional_inputs) or "none"
-        raise AnalysisError(
-            f"model {package.name} takes {len(manifest.additional_inputs)} additional "
-            f"series (roles: {roles}) besides the primary, {len(additional)} given"
-        )
-    with step("preprocess"):
-        prepared = preprocess(volume, manifest.preprocessing, additional)
-    with step("infer"):
-        outputs = predict(cache.get(package, device), prepared, device, package)
-    with step("postprocess"):
-        return postprocess(outputs, prepared, package)
-
-
-def predict(
-    network: nn.Module, prepared: Prepared, device: torch.device, package: ModelPackage
+def infer(
+    prepared: Prepared, package: ModelPackage, device: torch.device, cache: NetworkCache
 ) -> np.ndarray:
-    """The network's outputs on the prepared grid, float32 on the CPU.
+    """The pipeline's infer step: the network's outputs on the prepared grid, float32 on
+    the CPU. The network comes warm from ``cache`` (loaded on ``device`` the first time).
 
     Segmentation: logits (channels, slices, rows, columns), channel 0 background.
     Classification: sigmoid probabilities (slices, classes) per slice for a 2D network,
     (1, classes) for a 3D one.
     """
+    network = cache.get(package, device)
     spec = package.manifest.network
     if spec.spatial_dims == 3:
         volume = _channel_tensor(prepared.channels)
@@ -160,64 +117,6 @@ def predict(
     if package.manifest.task is ModelTask.SEGMENTATION:
         return _segment_logits(network, prepared.channels, device, package)
     return _classify(network, prepared.channels, device, package)
-
-
-def postprocess(outputs: np.ndarray, prepared: Prepared, package: ModelPackage) -> ModelOutput:
-    """Outputs of ``predict`` as a ``ModelOutput`` on the source grid.
-
-    Segmentation: each segment's logit margin over background is mapped back linearly
-    (interpolation is linear, so this is the margin of the mapped logits); the best
-    positive margin's segment wins, which is an arg-max, but max() is several times
-    faster than argmax() on CPU. Its channel c becomes the label value of the
-    manifest's c-th segment. Classification: a series' probability for a class is its
-    maximum over the slices.
-
-    A manifest asking for a fractional SEG also gets ``segment_probabilities``: the
-    softmax of the mapped logits, background included, without its background row, so
-    a voxel's label is its most probable channel. Voxels the network never saw (cropped
-    away) are then certain background, in the labels too, rather than the even odds
-    that zero margins would give.
-    """
-    manifest = package.manifest
-    if manifest.task is not ModelTask.SEGMENTATION:
-        return ModelOutput(
-            probabilities={
-                c.name: float(outputs[:, i].max()) for i, c in enumerate(manifest.outputs.classes)
-            }
-        )
-    segments = manifest.outputs.segments
-    lookup = torch.tensor([0] + [s.label for s in segments], dtype=torch.uint8)
-    labels = np.empty(prepared.source_shape, dtype=np.uint8)
-    # Only a fractional SEG needs them: four bytes per voxel and segment.
-    fractional = manifest.outputs.segmentation_type is SegmentationType.FRACTIONAL
-    probabilities = (
-        np.empty((len(segments), *prepared.source_shape), dtype=np.float32) if fractional else None
-    )
-    fill = _UNSEEN_MARGIN if fractional else 0.0
-    # Slice by slice when the grid changes allow it: bounded memory on 512 matrices.
-    chunk = BATCH_SLICES if prepared.slicewise else outputs.shape[1]
-    with torch.inference_mode():
-        for start in range(0, outputs.shape[1], chunk):
-            logits = outputs[:, start : start + chunk]
-            margins = torch.from_numpy(prepared.to_source(logits[1:] - logits[:1], "linear", fill))
-            stop = start + margins.shape[1]
-            best = margins.max(dim=0)
-            channel = torch.where(best.values > 0, best.indices + 1, 0)
-            labels[start:stop] = lookup[channel].numpy()
-            if probabilities is not None:
-                probabilities[:, start:stop] = _segment_probabilities(margins).numpy()
-    return ModelOutput(labels=labels, segment_probabilities=probabilities)
-
-
-def _segment_probabilities(margins: torch.Tensor) -> torch.Tensor:
-    """Each segment's softmax probability from its logit margins over background.
-
-    Softmax does not change when every logit is shifted alike, so the margins (the
-    logits less the background's) with a background margin of 0 give the softmax of
-    the logits themselves.
-    """
-    background = torch.zeros_like(margins[:1])
-    return torch.softmax(torch.cat((background, margins)), dim=0)[1:]
 
 
 def _segment_logits(
@@ -380,8 +279,8 @@ def sliding_window(
 def _forward(network: nn.Module, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Logits in float32, computed under reduced precision on CUDA only."""
     rows, cols = batch.shape[-2:]
-    pad_rows = -rows % _SIZE_MULTIPLE
-    pad_cols = -cols % _SIZE_MULTIPLE
+    pad_rows = -rows % PADDED_MULTIPLE
+    pad_cols = -cols % PADDED_MULTIPLE
     if pad_rows or pad_cols:
         batch = F.pad(batch, (0, pad_cols, 0, pad_rows), mode="replicate")
     with _autocast(device):

@@ -1,6 +1,6 @@
 """Analysis of local files without a PACS: ``ainode analyze DICOM_DIR --model NAME``.
 
-Runs the very pipeline a worker runs (``workers.pipeline.analyse``) on each series
+Runs the very pipeline a worker runs (``workers.pipeline.analyze``) on each series
 found under a folder, and writes its SEG and SR next to each other in an output
 folder, so a site can try a model on its own images before routing studies to it.
 """
@@ -16,10 +16,10 @@ import torch
 from pydicom import dcmread, dcmwrite
 from pydicom.errors import InvalidDicomError
 
-from models.registry import ModelPackage
-from workers.errors import AnalysisError
+from models.package import ModelPackage
+from workers.errors import ANALYSIS_ERRORS
 from workers.infer import NetworkCache
-from workers.pipeline import analyse
+from workers.pipeline import analyze
 
 
 @dataclass
@@ -54,8 +54,8 @@ def analyze_directory(
     for uid, paths in find_series(folder).items():
         outcome = SeriesOutcome(uid, [])
         try:
-            analysis = analyse(paths, package, device, cache)
-        except AnalysisError as exc:
+            analysis = analyze(paths, package, device, cache)
+        except ANALYSIS_ERRORS as exc:
             outcome.error = str(exc)
         else:
             outcome.findings = analysis.findings

@@ -1,8 +1,17 @@
-"""The analysis pipeline: load -> preprocess -> infer -> postprocess -> encode.
+"""The analysis pipeline: load -> register -> preprocess -> infer -> postprocess -> encode -> gate.
+
+Each step is a function with typed inputs and outputs, owned by its own module and
+named here: ``load`` (``workers.load``), ``register`` (``workers.coregistration``),
+``preprocess`` (``workers.preprocessing``), ``infer`` (``workers.infer``),
+``postprocess`` (``workers.postprocess``), ``encode`` (``workers.encode``: SEG, SR and
+SC objects with the UIDs of ``workers.encode.identity``) and ``gate``
+(``workers.encode.conformance``). ``analyze`` runs them in order for one job;
+``run_model`` runs preprocess, infer and postprocess on a volume already loaded.
 
 Nothing here knows about Celery or the database; the task module records each step
-through the ``step`` callable it passes in. ``analyse`` can therefore run in a worker,
-in a test, or on local files.
+through the ``step`` callable it passes in, under the names load, register,
+preprocess, infer, postprocess and encode (the gate is part of encoding). ``analyze``
+can therefore run in a worker, in a test, in a benchmark, or on local files.
 """
 
 from __future__ import annotations
@@ -17,18 +26,40 @@ import torch
 from pydicom import Dataset
 
 from models.manifest import ModelManifest
-from models.registry import ModelPackage
-from node.uids import result_uids
-from workers.encode.conformance import assert_conformant
-from workers.encode.overlay import encode_overlay
+from models.package import ModelPackage
+from node.db.models import ResultKind
+from workers import preprocessing
+from workers.coregistration import align_inputs
+from workers.encode.conformance import gate
+from workers.encode.identity import ResultUIDs
+from workers.encode.sc import encode_overlay
 from workers.encode.seg import encode_segmentation
 from workers.encode.sr import encode_report
-from workers.infer import NetworkCache, run_model
-from workers.inputs import align_inputs
-from workers.load import load_series
+from workers.errors import AnalysisError
+from workers.infer import NetworkCache, infer
+from workers.load.series import load_series
+from workers.postprocess import postprocess
+from workers.preprocessing import Prepared
 from workers.volume import ModelOutput, Volume
 
+__all__ = [
+    "Analysis",
+    "Inputs",
+    "StepRecorder",
+    "analyze",
+    "encode",
+    "gate",
+    "infer",
+    "load",
+    "postprocess",
+    "preprocess",
+    "register",
+    "run_model",
+    "summarise",
+]
+
 StepRecorder = Callable[[str], AbstractContextManager[object]]
+Result = tuple[ResultKind, Dataset]
 
 
 def _no_recording(_name: str) -> AbstractContextManager[object]:
@@ -40,7 +71,44 @@ class Analysis:
     """A job's outcome: what was found, and the DICOM objects that say so (SEG first)."""
 
     findings: dict
-    objects: list[tuple[str, Dataset]] = field(default_factory=list)
+    objects: list[Result] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The series a model is run on: the primary, and each further series a multimodal
+    model takes, in the order of the manifest's ``additional_inputs``."""
+
+    primary: Volume
+    additional: list[Volume] = field(default_factory=list)
+
+
+def load(paths: Sequence[Path], additional_paths: Sequence[Sequence[Path]] = ()) -> Inputs:
+    """The load step: the primary series' files and each further series' as volumes."""
+    return Inputs(load_series(paths), [load_series(p) for p in additional_paths])
+
+
+def register(inputs: Inputs, manifest: ModelManifest) -> Inputs:
+    """The register step: every further series brought onto the primary's grid."""
+    return Inputs(
+        inputs.primary, align_inputs(inputs.primary, inputs.additional, manifest.additional_inputs)
+    )
+
+
+def preprocess(inputs: Inputs, package: ModelPackage) -> Prepared:
+    """The preprocess step: the manifest's steps on the primary series and on each
+    further series (already on its grid), which become further input channels.
+
+    AnalysisError when their number is not the manifest's.
+    """
+    manifest = package.manifest
+    if len(inputs.additional) != len(manifest.additional_inputs):
+        roles = ", ".join(s.role for s in manifest.additional_inputs) or "none"
+        raise AnalysisError(
+            f"model {package.name} takes {len(manifest.additional_inputs)} additional "
+            f"series (roles: {roles}) besides the primary, {len(inputs.additional)} given"
+        )
+    return preprocessing.preprocess(inputs.primary, manifest.preprocessing, inputs.additional)
 
 
 def summarise(manifest: ModelManifest, volume: Volume, output: ModelOutput) -> dict:
@@ -68,7 +136,67 @@ def summarise(manifest: ModelManifest, volume: Volume, output: ModelOutput) -> d
     return summary
 
 
-def analyse(
+def encode(
+    volume: Volume,
+    manifest: ModelManifest,
+    output: ModelOutput,
+    findings: dict,
+    *,
+    overlay: bool = False,
+    supersedes: Sequence[Dataset] = (),
+) -> list[Result]:
+    """The encode step: the SEG (for a segmentation), the SR and, with ``overlay``, the
+    Secondary Capture images of one job, in that order, under the job's result UIDs.
+
+    ``supersedes`` holds the headers of this model's earlier reports on the series,
+    which the new SR names as its predecessors.
+    """
+    uids = ResultUIDs.of_volume(volume, manifest)
+    results: list[Result] = []
+    segmentation = None
+    if output.labels is not None:
+        segmentation = encode_segmentation(
+            volume, output.labels, manifest, uids.seg_series, uids.seg_instance,
+            segment_probabilities=output.segment_probabilities,
+        )  # fmt: skip
+        results.append((ResultKind.SEG, segmentation))
+    report = encode_report(
+        volume, manifest, output, segmentation, uids.sr_series, uids.sr_instance,
+        supersedes=[d for d in supersedes if d.SOPInstanceUID != uids.sr_instance],
+    )  # fmt: skip
+    results.append((ResultKind.SR, report))
+    if overlay:
+        images = encode_overlay(
+            volume, output.labels, manifest, findings, uids.sc_series, uids.sc_instance
+        )
+        results.extend((ResultKind.SC, image) for image in images)
+    return results
+
+
+def run_model(
+    package: ModelPackage,
+    volume: Volume,
+    device: torch.device,
+    cache: NetworkCache,
+    step: StepRecorder = _no_recording,
+    additional: Sequence[Volume] = (),
+) -> ModelOutput:
+    """Preprocess, infer and postprocess: a package run on a volume, the output in the
+    volume's own geometry.
+
+    ``additional[i]`` is the series for the manifest's ``additional_inputs[i]``,
+    already on ``volume``'s grid; the network gets the primary then each of them as
+    channels. ``step`` records the steps "preprocess", "infer" and "postprocess".
+    """
+    with step("preprocess"):
+        prepared = preprocess(Inputs(volume, list(additional)), package)
+    with step("infer"):
+        outputs = infer(prepared, package, device, cache)
+    with step("postprocess"):
+        return postprocess(outputs, prepared, package)
+
+
+def analyze(
     paths: list[Path],
     package: ModelPackage,
     device: torch.device,
@@ -84,49 +212,24 @@ def analyse(
     ``additional_paths`` holds the files of each further series a multimodal model
     takes, in the order of the manifest's ``additional_inputs``. ``overlay`` adds the
     Secondary Capture series (for destinations without SEG support); ``supersedes``
-    holds the headers of this model's earlier reports on the series, which the new
-    SR names as its predecessors.
+    holds the headers of this model's earlier reports on the series.
     """
     manifest = package.manifest
     with step("load"):
-        volume = load_series(paths)
-        others = [load_series(p) for p in additional_paths]
-    if manifest.additional_inputs or others:
+        inputs = load(paths, additional_paths)
+    if manifest.additional_inputs or inputs.additional:
         with step("register"):
-            others = align_inputs(volume, others, manifest.additional_inputs)
-        output = run_model(package, volume, device, cache, step=step, additional=others)
-    else:
-        output = run_model(package, volume, device, cache, step=step)
+            inputs = register(inputs, manifest)
+    with step("preprocess"):
+        prepared = preprocess(inputs, package)
+    with step("infer"):
+        outputs = infer(prepared, package, device, cache)
+    with step("postprocess"):
+        output = postprocess(outputs, prepared, package)
     with step("encode"):
-        uids = result_uids(
-            (str(ds.SOPInstanceUID) for ds in volume.datasets), manifest.name, manifest.version
+        findings = summarise(manifest, inputs.primary, output)
+        objects = encode(
+            inputs.primary, manifest, output, findings, overlay=overlay, supersedes=supersedes
         )
-        objects: list[tuple[str, Dataset]] = []
-        segmentation = None
-        if output.labels is not None:
-            segmentation = encode_segmentation(
-                volume,
-                output.labels,
-                manifest,
-                uids["seg_series"],
-                uids["seg_instance"],
-                segment_probabilities=output.segment_probabilities,
-            )
-            assert_conformant("SEG", segmentation)
-            objects.append(("SEG", segmentation))
-        report = encode_report(
-            volume, manifest, output, segmentation, uids["sr_series"], uids["sr_instance"],
-            supersedes=[d for d in supersedes if d.SOPInstanceUID != uids["sr_instance"]],
-        )  # fmt: skip
-        assert_conformant("SR", report)
-        objects.append(("SR", report))
-        findings = summarise(manifest, volume, output)
-        if overlay:
-            images = encode_overlay(
-                volume, output.labels, manifest, findings,
-                uids["overlay_series"], uids["overlay_instance"],
-            )  # fmt: skip
-            for image in images:
-                assert_conformant("SC", image, volume.datasets)
-                objects.append(("SC", image))
+        gate(objects, inputs.primary.datasets)
     return Analysis(findings=findings, objects=objects)

@@ -1,8 +1,8 @@
 """The Celery tasks: thin shells that take a job id, run plain functions, record state.
 
-``analyse_series`` (gpu queue) loads, infers and encodes, writes the results durably
+``analyze_series`` (gpu queue) loads, infers and encodes, writes the results durably
 and plans them into the outbox, then queues ``deliver_results`` (io queue), which
-sends what is due to each destination (``workers.deliver``). Both are
+sends what is due to each destination (``node.delivery.deliver``). Both are
 idempotent: results have deterministic UIDs and a finished job is not run again.
 """
 
@@ -17,14 +17,14 @@ from celery import Celery, Task
 from pydicom import Dataset, dcmread, dcmwrite
 from sqlalchemy import select
 
-from node.db.models import Instance, Job, ResultObject
-from node.jobs.contracts import ANALYSE_TASK, DELIVER_TASK
+from node.db.models import Instance, Job, ResultKind, ResultObject
+from node.delivery.deliver import deliver_due
+from node.jobs.contracts import ANALYZE_TASK, DELIVER_TASK
 from node.jobs.heartbeat import JobHeartbeat
 from node.jobs.ledger import NewResult
 from workers.context import WorkerContext
-from workers.deliver import run_delivery
-from workers.errors import AnalysisError, ModelUnavailable, SeriesNotAnalysable
-from workers.pipeline import Analysis, analyse
+from workers.errors import ANALYSIS_ERRORS, ModelUnavailable, SeriesNotAnalysable
+from workers.pipeline import Analysis, analyze
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _superseded_reports(ctx: WorkerContext, job: Job) -> list[Dataset]:
                 Job.series_pk == job.series_pk,
                 Job.model_name == job.model_name,
                 Job.id < job.id,
-                ResultObject.kind == "SR",
+                ResultObject.kind == ResultKind.SR,
             )
             .order_by(Job.id.desc())
             .limit(1)
@@ -98,12 +98,12 @@ def run_analysis(ctx: WorkerContext, job_id: int) -> None:
         log.info("job %s has nothing to do (finished, gone, or running elsewhere)", job_id)
         return
     with JobHeartbeat(ctx.ledger, job_id, ctx.settings.heartbeat_seconds):
-        analysed = _analyse_job(ctx, job_id, attempt)
-    if analysed:
+        analyzed = _analyze_job(ctx, job_id, attempt)
+    if analyzed:
         ctx.queue.send_delivery(job_id)
 
 
-def _analyse_job(ctx: WorkerContext, job_id: int, attempt: int) -> bool:
+def _analyze_job(ctx: WorkerContext, job_id: int, attempt: int) -> bool:
     """Analyse, encode and keep the results; False (and the job failed) on an error."""
     try:
         job, paths, additional = _job_inputs(ctx, job_id)
@@ -122,15 +122,15 @@ def _analyse_job(ctx: WorkerContext, job_id: int, attempt: int) -> bool:
         def step(name: str):  # noqa: ANN202 - a context manager
             return ctx.ledger.step(job_id, attempt, name)
 
-        overlay = any(d.takes("SC", job.model_name) for d in ctx.settings.all_destinations)
-        analysis = analyse(
+        overlay = any(d.takes(ResultKind.SC, job.model_name) for d in ctx.settings.all_destinations)
+        analysis = analyze(
             paths, package, ctx.device, ctx.cache, step, additional,
             overlay=overlay, supersedes=_superseded_reports(ctx, job),
         )  # fmt: skip
         with step("store"):
             kept = _keep_results(ctx, job_id, analysis)
-        ctx.ledger.analysed(job_id, analysis.findings, kept, ctx.settings.all_destinations)
-    except AnalysisError as exc:
+        ctx.ledger.analyzed(job_id, analysis.findings, kept, ctx.settings.all_destinations)
+    except ANALYSIS_ERRORS as exc:
         log.warning("job %s: %s", job_id, exc)
         ctx.ledger.fail(job_id, str(exc))
         return False
@@ -142,16 +142,16 @@ def _analyse_job(ctx: WorkerContext, job_id: int, attempt: int) -> bool:
 
 
 def register_tasks(app: Celery, ctx: WorkerContext) -> None:
-    @app.task(name=ANALYSE_TASK, bind=True)
-    def analyse_series(self: Task, job_id: int) -> None:
+    @app.task(name=ANALYZE_TASK, bind=True)
+    def analyze_series(self: Task, job_id: int) -> None:
         run_analysis(ctx, job_id)
 
     @app.task(name=DELIVER_TASK, bind=True)
     def deliver_results(self: Task, job_id: int) -> None:
         # Attempts and backoff live in the outbox, not in Celery's retry counter: they
         # survive a broker that loses its messages and a node restart.
-        wait = run_delivery(ctx, job_id)
+        wait = deliver_due(job_id, ctx.settings, ctx.outbox, ctx.ledger)
         if wait is not None:
             ctx.queue.send_delivery(job_id, countdown=wait)
 
-    _ = (analyse_series, deliver_results)  # registered on the app by the decorator
+    _ = (analyze_series, deliver_results)  # registered on the app by the decorator

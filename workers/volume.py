@@ -1,8 +1,8 @@
 """The in-memory forms a job's data takes between pipeline steps.
 
-``Volume`` is a series loaded with its geometry; ``ModelOutput`` is what inference
-returns, already mapped back onto the source geometry. Steps exchange these and
-nothing else.
+``Volume`` is a series loaded with its geometry (``workers.load``, and the register
+step for further series); ``ModelOutput`` is what a model found, mapped back onto the
+source geometry (``workers.postprocess``). Steps exchange these and nothing else.
 """
 
 from __future__ import annotations

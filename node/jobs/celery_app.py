@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from node.jobs.contracts import ANALYSE_TASK, DELIVER_TASK, GPU_QUEUE, IO_QUEUE
+from node.jobs.contracts import ANALYZE_TASK, DELIVER_TASK, GPU_QUEUE, IO_QUEUE
 
 
 def make_celery(broker_url: str, visibility_timeout: float) -> Celery:
@@ -30,7 +30,7 @@ def make_celery(broker_url: str, visibility_timeout: float) -> Celery:
             "unacked_restore_throttle": 1,
         },
         broker_connection_retry_on_startup=True,
-        task_routes={ANALYSE_TASK: {"queue": GPU_QUEUE}, DELIVER_TASK: {"queue": IO_QUEUE}},
+        task_routes={ANALYZE_TASK: {"queue": GPU_QUEUE}, DELIVER_TASK: {"queue": IO_QUEUE}},
         task_default_queue=GPU_QUEUE,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -4,7 +4,7 @@ Messages carry a job id and nothing else; everything a task needs is in the data
 The node sends tasks by name, so it never imports the worker's (torch-heavy) code.
 """
 
-ANALYSE_TASK = "ainode.analyse_series"  # args: (job_id: int)
+ANALYZE_TASK = "ainode.analyze_series"  # args: (job_id: int)
 DELIVER_TASK = "ainode.deliver_results"  # args: (job_id: int)
 
 GPU_QUEUE = "gpu"  # load -> preprocess -> infer -> encode

@@ -1,10 +1,10 @@
 """Benchmark: seconds and memory of each analysis stage for every shipped model.
 
-A 300-slice 512x512 CT phantom is written as DICOM, then per model: decode
-(``load_series``), preprocess, infer, postprocess (``workers.infer``'s stages) and
-encode (SEG and SR). Peak memory: Python allocations (tracemalloc, which sees numpy
-buffers) per stage, and the process's maximum resident set. Runs on the CPU, and on
-CUDA when present. Prints a table; asserts nothing.
+A 300-slice 512x512 CT phantom is written as DICOM, then per model the pipeline's own
+step functions (``workers.pipeline``): load, preprocess, infer, postprocess and encode
+(SEG and SR, through the gate, as a job encodes them). Peak memory: Python allocations
+(tracemalloc, which sees numpy buffers) per stage, and the process's maximum resident
+set. Runs on the CPU, and on CUDA when present. Prints a table; asserts nothing.
 
     python tests/bench/infer.py [--slices 300]
 """
@@ -25,17 +25,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from models.phantom import make_phantom  # noqa: E402
+from models.package import ModelPackage  # noqa: E402
 from models.registry import discover_packages  # noqa: E402
-from node.uids import result_uids  # noqa: E402
 from tests.factories import make_ct_series, write_series  # noqa: E402
-from workers.encode.seg import encode_segmentation  # noqa: E402
-from workers.encode.sr import encode_report  # noqa: E402
-from workers.infer import NetworkCache, run_model  # noqa: E402
-from workers.load import load_series  # noqa: E402
+from training.phantom import make_phantom  # noqa: E402
+from workers.infer import NetworkCache  # noqa: E402
+from workers.pipeline import (  # noqa: E402
+    encode,
+    gate,
+    infer,
+    load,
+    postprocess,
+    preprocess,
+    run_model,
+    summarise,
+)
 from workers.volume import ModelOutput  # noqa: E402
 
-STAGES = ("decode", "preprocess", "infer", "postprocess", "encode")
+STAGES = ("load", "preprocess", "infer", "postprocess", "encode")
 
 
 class Timings:
@@ -58,6 +65,29 @@ class Timings:
             self.peak_mb[name] = tracemalloc.get_traced_memory()[1] / 2**20
 
 
+def run_steps(
+    package: ModelPackage, paths: list[Path], device: torch.device, cache: NetworkCache
+) -> tuple[Timings, ModelOutput]:
+    """One model through the pipeline's steps, each timed as a job's step is recorded."""
+    timings = Timings()
+    with timings("load"):
+        inputs = load(paths)
+    if device.type == "cuda":
+        run_model(package, inputs.primary, device, cache)  # kernels chosen and compiled
+        torch.cuda.reset_peak_memory_stats()
+    with timings("preprocess"):
+        prepared = preprocess(inputs, package)
+    with timings("infer"):
+        outputs = infer(prepared, package, device, cache)
+    with timings("postprocess"):
+        output = postprocess(outputs, prepared, package)
+    del prepared, outputs
+    with timings("encode"):
+        findings = summarise(package.manifest, inputs.primary, output)
+        gate(encode(inputs.primary, package.manifest, output, findings), inputs.primary.datasets)
+    return timings, output
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=300)
@@ -66,7 +96,7 @@ def main() -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     phantom = make_phantom(np.random.default_rng(7), (args.slices, 512, 512), (1.0, 0.7, 0.7), 2)
     rows = []
-    reference: dict[str, object] = {}  # the CPU output of each model
+    reference: dict[str, ModelOutput] = {}  # the CPU output of each model
     agreement: list[str] = []
     with tempfile.TemporaryDirectory() as folder:
         paths = write_series(make_ct_series(phantom.hu, phantom.spacing), Path(folder))
@@ -77,45 +107,24 @@ def main() -> None:
             for name in registry.names:
                 package = registry.get(name)
                 cache.get(package, device)  # warm: loading is not inference
-                timings = Timings()
-                with timings("decode"):
-                    volume = load_series(paths)
-                if device.type == "cuda":
-                    run_model(package, volume, device, cache)  # kernels chosen and compiled
-                    torch.cuda.reset_peak_memory_stats()
-                output = run_model(package, volume, device, cache, step=timings)
+                timings, output = run_steps(package, paths, device, cache)
                 if device.type == "cpu":
                     reference[name] = output
                 else:
-                    agreement.append(f"{name}: " + compare(reference[name], output))  # type: ignore[arg-type]
-                    agreement[-1] += (
-                        f"; GPU peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
-                    )
-                with timings("encode"):
-                    manifest = package.manifest
-                    uids = result_uids(
-                        (str(ds.SOPInstanceUID) for ds in volume.datasets),
-                        manifest.name,
-                        manifest.version,
-                    )
-                    seg = None
-                    if output.labels is not None:
-                        seg = encode_segmentation(
-                            volume,
-                            output.labels,
-                            manifest,
-                            uids["seg_series"],
-                            uids["seg_instance"],
-                        )
-                    encode_report(
-                        volume, manifest, output, seg, uids["sr_series"], uids["sr_instance"]
+                    agreement.append(
+                        f"{name}: {compare(reference[name], output)}; GPU peak "
+                        f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
                     )
                 rows.append((device.type, name, timings))
-                del volume, output, seg
+                del output
         tracemalloc.stop()
+    report(args.slices, rows, agreement)
+
+
+def report(slices: int, rows: list[tuple[str, str, Timings]], agreement: list[str]) -> None:
     maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     header = f"{'device':6} {'model':22} " + " ".join(f"{s:>17}" for s in STAGES)
-    print(f"{args.slices} x 512 x 512 CT phantom; seconds (peak traced MiB) per stage")
+    print(f"{slices} x 512 x 512 CT phantom; seconds (peak traced MiB) per stage")
     print(header)
     for device, name, timings in rows:
         cells = " ".join(f"{timings.seconds[s]:8.2f} ({timings.peak_mb[s]:6.0f})" for s in STAGES)

@@ -17,12 +17,12 @@ import pytest
 from pydicom import dcmread
 
 from models.manifest import ModelManifest
-from models.phantom import make_phantom
 from models.registry import discover_packages
 from tests.dicom_checks import dcentvfy_errors, dciodvfy_errors
 from tests.factories import make_ct_series, write_series
 from tests.node_process import NodeProcess, node_environment, wait_for
 from tests.orthanc import start_orthanc
+from training.phantom import make_phantom
 
 pytestmark = pytest.mark.e2e
 

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
-from models.phantom import make_phantom
 from tests.dicom_checks import dciodvfy_errors
 from tests.factories import make_ct_series, write_series
 from tests.integration.test_model_formats import build_package, package_name, source_network
 from tests.node_process import NodeProcess, node_environment, wait_for
 from tests.orthanc import start_orthanc
+from training.phantom import make_phantom
 
 pytestmark = pytest.mark.e2e
 

@@ -17,13 +17,13 @@ import torch
 from pydicom import dcmwrite
 from torch import nn
 
-from models.phantom import make_phantom
 from models.registry import open_package
 from tests.dicom_checks import dciodvfy_errors
 from tests.factories import make_ct_series, write_series
 from tests.model_packages import CPU, write_package
+from training.phantom import make_phantom
 from workers.infer import NetworkCache
-from workers.pipeline import analyse
+from workers.pipeline import analyze
 
 PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 
@@ -64,7 +64,7 @@ def test_ct_and_pet_series_become_one_segmentation(tmp_path: Path) -> None:
         roles=("pet",),
         preprocessing=[{"step": "scale", "low": 0, "high": 10}],
     )
-    analysis = analyse(
+    analysis = analyze(
         ct_paths, open_package(folder), CPU, NetworkCache(), additional_paths=[pet_paths]
     )
 

@@ -25,16 +25,16 @@ from pydicom import Dataset, uid
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 
-from models.phantom import make_phantom
 from models.registry import ModelPackage, discover_packages
 from node.uids import derive_uid
 from tests.dicom_checks import dciodvfy_errors
 from tests.factories import make_ct_series
+from training.phantom import make_phantom
 from workers.encode.seg import encode_segmentation
 from workers.errors import EncodingError, SeriesNotAnalysable
-from workers.infer import NetworkCache, run_model
-from workers.load import load_series
-from workers.pipeline import Analysis, analyse
+from workers.infer import NetworkCache
+from workers.load.series import load_series
+from workers.pipeline import Analysis, analyze, run_model
 from workers.pixels import inversion_pivot
 from workers.volume import Volume
 
@@ -240,7 +240,7 @@ def test_real_object_is_refused_with_a_reason(name: str) -> None:
 def test_classifier_pipeline_behaves_on_every_loadable_image(
     name: str, packages: dict[str, ModelPackage], cache: NetworkCache, tmp_path: Path
 ) -> None:
-    analysis = analyse([shipped_file(name)], packages[CLASSIFIER], CPU, cache)
+    analysis = analyze([shipped_file(name)], packages[CLASSIFIER], CPU, cache)
 
     (probability,) = [c["probability"] for c in analysis.findings["classes"].values()]
     assert 0.0 <= probability <= 1.0
@@ -258,9 +258,9 @@ def test_segmentation_pipeline_on_real_ct(
     if not has_frame_of_reference:
         # A SEG must share its source's frame of reference: refused, with the reason.
         with pytest.raises(EncodingError, match="Frame Of Reference"):
-            analyse([path], packages[SEGMENTER], CPU, cache)
+            analyze([path], packages[SEGMENTER], CPU, cache)
         return
-    analysis = analyse([path], packages[SEGMENTER], CPU, cache)
+    analysis = analyze([path], packages[SEGMENTER], CPU, cache)
 
     assert [kind for kind, _ in analysis.objects] == ["SEG", "SR"]
     assert set(analysis.findings["segments"]) == {"Lung", "Lung nodule"}
@@ -319,7 +319,7 @@ def test_real_enhanced_ct_seg_references_the_frames_it_was_computed_on(
     labels = run_model(packages[SEGMENTER], volume, CPU, cache).labels
     assert labels is not None and volume.frame_numbers == [2, 1]
 
-    analysis = analyse([path], packages[SEGMENTER], CPU, cache)
+    analysis = analyze([path], packages[SEGMENTER], CPU, cache)
     seg = dict(analysis.objects)["SEG"]
 
     assert_seg_frames_reference_their_source_frames(seg, volume, labels)
@@ -367,7 +367,7 @@ def test_shuffled_enhanced_ct_round_trips_through_the_seg(
     labels = run_model(packages[SEGMENTER], volume, CPU, cache).labels
     assert labels is not None and (labels == 1).any() and (labels == 2).any()
 
-    analysis = analyse([enhanced_ct], packages[SEGMENTER], CPU, cache)
+    analysis = analyze([enhanced_ct], packages[SEGMENTER], CPU, cache)
     paths = write_objects(analysis, tmp_path)
 
     assert_valid(paths)

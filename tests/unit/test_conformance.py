@@ -11,17 +11,18 @@ import pytest
 from pydicom import Dataset
 
 from models.manifest import ModelManifest
-from node.uids import result_uids
+from node.db.models import ResultKind
 from tests.factories import LESION, MASS, fake_manifest, make_ct_series, write_series
 from workers.encode.conformance import (
     assert_conformant,
     check_measurement_report,
     check_segmentation,
 )
+from workers.encode.identity import ResultUIDs
 from workers.encode.seg import encode_segmentation
 from workers.encode.sr import encode_report
 from workers.errors import EncodingError
-from workers.load import load_series
+from workers.load.series import load_series
 from workers.volume import ModelOutput
 
 
@@ -67,21 +68,21 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     sources = [str(ds.SOPInstanceUID) for ds in volume.datasets]
 
     manifest = segmentation_manifest()
-    uids = result_uids(sources, manifest.name, manifest.version)
-    seg = encode_segmentation(volume, labels, manifest, uids["seg_series"], uids["seg_instance"])
+    uids = ResultUIDs.of_job(sources, manifest.name, manifest.version)
+    seg = encode_segmentation(volume, labels, manifest, uids.seg_series, uids.seg_instance)
     sr = encode_report(
-        volume, manifest, ModelOutput(labels=labels), seg, uids["sr_series"], uids["sr_instance"]
+        volume, manifest, ModelOutput(labels=labels), seg, uids.sr_series, uids.sr_instance
     )
 
     manifest = classification_manifest()
-    uids = result_uids(sources, manifest.name, manifest.version)
+    uids = ResultUIDs.of_job(sources, manifest.name, manifest.version)
     class_sr = encode_report(
         volume,
         manifest,
         ModelOutput(probabilities={"mass": 0.8}),
         None,
-        uids["sr_series"],
-        uids["sr_instance"],
+        uids.sr_series,
+        uids.sr_instance,
     )
     return Results(seg, sr, class_sr)
 
@@ -106,8 +107,8 @@ def test_the_nodes_own_objects_are_conformant(results: Results) -> None:
     assert check_segmentation(results.seg) == []
     assert check_measurement_report(results.sr) == []
     assert check_measurement_report(results.class_sr) == []
-    assert_conformant("SEG", results.seg)
-    assert_conformant("SR", results.sr)
+    assert_conformant(ResultKind.SEG, results.seg)
+    assert_conformant(ResultKind.SR, results.sr)
 
 
 def _drop_template(sr: Dataset) -> None:
@@ -191,4 +192,4 @@ def test_the_gate_raises_with_every_problem(results: Results) -> None:
     remove(sr, "111028")
 
     with pytest.raises(EncodingError, match=r"2 problems.*121049.*111028"):
-        assert_conformant("SR", sr)
+        assert_conformant(ResultKind.SR, sr)

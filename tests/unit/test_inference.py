@@ -13,13 +13,14 @@ import torch
 
 from models.architectures import ARCHITECTURES
 from models.manifest import PreprocessStep
-from models.phantom import LESION, LUNG, make_phantom
 from models.registry import ModelPackage, discover_packages
-from models.train_classification import classification_loss
-from models.train_segmentation import segmentation_loss
-from models.training import batches, fit, generate_slices, phantom_volume
+from training.phantom import LESION, LUNG, make_phantom
+from training.train_classification import classification_loss
+from training.train_segmentation import segmentation_loss
+from training.training import batches, fit, generate_slices, phantom_volume
 from workers.errors import ModelUnavailable
-from workers.infer import NetworkCache, run_model, select_device
+from workers.infer import NetworkCache, select_device
+from workers.pipeline import run_model
 
 CPU = torch.device("cpu")
 

@@ -24,8 +24,9 @@ from tests.model_packages import (
     write_package,
 )
 from workers.errors import AnalysisError
-from workers.infer import NetworkCache, run_model
-from workers.preprocess import preprocess
+from workers.infer import NetworkCache
+from workers.pipeline import run_model
+from workers.preprocessing import preprocess
 
 CPU = torch.device("cpu")
 

@@ -15,14 +15,12 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 from models.manifest import ModelManifest
 from tests.dicom_checks import dciodvfy_errors
 from tests.factories import LESION, MASS, fake_manifest, make_ct_series, write_series
-from workers.encode.overlay import (
-    check_overlay,
-    encode_overlay,
-    overlay_instance_uid,
-    segment_colour,
-)
+from workers.encode.conformance import check_overlay
+from workers.encode.identity import sc_image_uid
+from workers.encode.overlay import segment_colour
+from workers.encode.sc import encode_overlay
 from workers.errors import EncodingError
-from workers.load import load_series
+from workers.load.series import load_series
 from workers.pipeline import summarise
 from workers.volume import ModelOutput, Volume
 
@@ -146,7 +144,7 @@ def test_uids_are_derived_from_the_base_and_the_slice(case: Case) -> None:
     uids = [str(im.SOPInstanceUID) for im in first]
     assert uids == [str(im.SOPInstanceUID) for im in second]
     assert len(set(uids)) == len(uids)
-    assert uids[0] == overlay_instance_uid(INSTANCE_UID, 1)  # the sphere starts at slice 1
+    assert uids[0] == sc_image_uid(INSTANCE_UID, 1)  # the sphere starts at slice 1
     assert [im.PixelData for im in first] == [im.PixelData for im in second]
 
 

@@ -18,7 +18,7 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 
 from workers import pixels
-from workers.load import load_series
+from workers.load.series import load_series
 
 
 def shipped_file(name: str) -> Path:

@@ -3,7 +3,7 @@
 Synthetic CT series and probability maps with known values go through
 ``encode_segmentation``; the SEG is read back through bytes with highdicom and
 validated with dciodvfy. A package copied from the shipped segmentation model and
-switched to fractional goes through ``analyse``.
+switched to fractional goes through ``analyze``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import yaml
 from pydicom import Dataset
 
 from models.manifest import ManifestError, ModelManifest, SegmentationType
-from models.phantom import make_phantom
 from models.registry import open_package, shipped_packages_dir
-from node.uids import derive_uid, result_uids
+from node.db.models import ResultKind
+from node.uids import derive_uid
 from tests.dicom_checks import dciodvfy_errors
 from tests.factories import (
     ANATOMY,
@@ -36,12 +36,14 @@ from tests.factories import (
     write_series,
 )
 from tests.model_packages import CPU
+from training.phantom import make_phantom
 from workers.encode.conformance import assert_conformant, check_segmentation
-from workers.encode.seg import encode_segmentation, segment_tracking_uid
+from workers.encode.identity import ResultUIDs, segment_tracking_uid
+from workers.encode.seg import encode_segmentation
 from workers.errors import EncodingError
-from workers.infer import NetworkCache, run_model
-from workers.load import load_series
-from workers.pipeline import analyse
+from workers.infer import NetworkCache
+from workers.load.series import load_series
+from workers.pipeline import analyze, run_model
 from workers.volume import Volume
 
 STEP = 1 / 255
@@ -93,16 +95,14 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> Series:
 
 def encode(series: Series, manifest: ModelManifest | None = None, **kwargs: object) -> Dataset:
     manifest = manifest or manifest_of()
-    uids = result_uids(
-        [str(ds.SOPInstanceUID) for ds in series.volume.datasets], manifest.name, manifest.version
-    )
+    uids = ResultUIDs.of_volume(series.volume, manifest)
     arguments: dict[str, object] = {"segment_probabilities": series.probabilities, **kwargs}
     return encode_segmentation(
         series.volume,
         np.zeros(series.volume.shape, dtype=np.uint8),
         manifest,
-        uids["seg_series"],
-        uids["seg_instance"],
+        uids.seg_series,
+        uids.seg_instance,
         **arguments,  # type: ignore[arg-type]
     )
 
@@ -169,7 +169,7 @@ def test_fractional_seg_is_probability_with_255_as_one(series: Series) -> None:
     assert seg.BitsAllocated == 8
     assert seg.SegmentsOverlap == "UNDEFINED"
     assert check_segmentation(seg) == []
-    assert_conformant("SEG", seg)
+    assert_conformant(ResultKind.SEG, seg)
 
 
 def test_stored_probabilities_round_trip_within_one_step(series: Series) -> None:
@@ -360,7 +360,7 @@ def test_a_broken_fractional_seg_is_named(
     assert len(problems) == 1, problems
     assert expected in problems[0]
     with pytest.raises(EncodingError, match="not conformant"):
-        assert_conformant("SEG", seg)
+        assert_conformant(ResultKind.SEG, seg)
 
 
 def test_a_binary_seg_with_fractional_attributes_is_named(series: Series) -> None:
@@ -417,15 +417,15 @@ def test_probabilities_are_computed_only_for_a_fractional_model(
     assert (output.labels == 1).any()
 
 
-def test_a_fractional_package_gets_a_fractional_seg_from_analyse(
+def test_a_fractional_package_gets_a_fractional_seg_from_analyze(
     phantom_paths: list[Path], tmp_path: Path
 ) -> None:
     package = open_package(fractional_copy_of_the_shipped_segmenter(tmp_path))
     assert package.manifest.outputs.segmentation_type is SegmentationType.FRACTIONAL
 
-    analysis = analyse(phantom_paths, package, CPU, NetworkCache())
+    analysis = analyze(phantom_paths, package, CPU, NetworkCache())
 
-    assert [kind for kind, _ in analysis.objects] == ["SEG", "SR"]
+    assert [kind for kind, _ in analysis.objects] == [ResultKind.SEG, ResultKind.SR]
     seg = analysis.objects[0][1]
     assert seg.SegmentationType == "FRACTIONAL"
     assert seg.SegmentationFractionalType == "PROBABILITY"

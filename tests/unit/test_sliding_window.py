@@ -31,9 +31,9 @@ from workers.infer import (
     NetworkCache,
     _window_starts,
     importance_map,
-    run_model,
     sliding_window,
 )
+from workers.pipeline import run_model
 
 
 def test_window_starts_overlap_and_end_flush():

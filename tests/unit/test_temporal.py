@@ -14,9 +14,9 @@ from models.manifest import PreprocessStep
 from node.uids import derive_uid
 from tests.factories import make_ct_series, write_series
 from workers.errors import AnalysisError, SeriesNotAnalysable
-from workers.load import load_series
-from workers.preprocess import preprocess, preprocess_array
-from workers.preprocessing.temporal import SliceTiming
+from workers.load.series import load_series
+from workers.preprocessing import preprocess, preprocess_array
+from workers.preprocessing.slice_timing import SliceTiming
 
 SLICES, ROWS, COLUMNS, TIMES = 6, 4, 5, 5
 REPETITION_S = 3.0

@@ -1,10 +1,12 @@
-"""The node's own conformance checks on the SEG and SR it emits, and the gate.
+"""The gate: the node's own conformance checks on every result it emits.
 
 dciodvfy checks the IOD (modules and attributes) but not SR templates, and some
 SEG content viewers rely on is optional in the IOD. These checks cover what the
 encoders promise: the mandatory content of TID 1500 "Measurement Report" as the node
-writes it, and the segment and frame references of a SEG. Each problem names the
-item and the rule it breaks, so a failed job says why.
+writes it, the segment and frame references of a SEG, and what a Secondary Capture
+overlay must say about itself and its source. Each problem names the item and the
+rule it breaks, so a failed job says why. ``gate`` runs them on a job's results
+before any is kept; nothing leaves the node that fails them.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 from pydicom import Dataset
+from pydicom.uid import SecondaryCaptureImageStorage
 
-from workers.encode.overlay import check_overlay
+from node.db.models import ResultKind
 from workers.errors import EncodingError
 
 # (code value, meaning) of the DCM concepts the checks look for, as PS3.16 names them.
@@ -279,30 +282,105 @@ def _check_frame_segments(seg: Dataset, declared: set[int]) -> list[str]:
     return problems
 
 
+# SC overlay -------------------------------------------------------------------
+
+
+def check_overlay(ds: Dataset, sources: Sequence[Dataset] | None = None) -> list[str]:
+    """The problems with an overlay image, as the node promises it; empty means none.
+
+    The image is Secondary Capture, RGB, DERIVED\\SECONDARY with its annotation
+    declared burned in, and references the source image it was made from. Given
+    ``sources`` (the source series' headers, such as ``Volume.datasets``) it must
+    also lie in their study, for their patient, in a series of its own, and
+    reference only images among them; without them those checks cannot be made.
+    """
+    problems: list[str] = []
+    if str(ds.get("SOPClassUID", "")) != SecondaryCaptureImageStorage:
+        problems.append(f"SC overlay: SOP Class UID is {ds.get('SOPClassUID')!r}, not SC")
+    photometric = ds.get("PhotometricInterpretation")
+    if photometric != "RGB" or ds.get("SamplesPerPixel") != 3:
+        problems.append(
+            f"SC overlay: {photometric!r} with {ds.get('SamplesPerPixel')!r} samples per "
+            "pixel, not RGB with 3"
+        )
+    if ds.get("BurnedInAnnotation") != "YES":
+        problems.append(
+            f"SC overlay: Burned In Annotation is {ds.get('BurnedInAnnotation')!r}, not YES"
+        )
+    image_type = [str(v).upper() for v in ds.get("ImageType", [])]
+    if image_type[:2] != ["DERIVED", "SECONDARY"]:
+        problems.append(f"SC overlay: Image Type {image_type} is not DERIVED\\SECONDARY")
+    problems.extend(_check_references(ds, sources))
+    if sources:
+        problems.extend(_check_study(ds, sources[0]))
+    return problems
+
+
+def _check_references(ds: Dataset, sources: Sequence[Dataset] | None) -> list[str]:
+    references = list(ds.get("SourceImageSequence", []))
+    if not references:
+        return ["SC overlay: SourceImageSequence is empty (no source image referenced)"]
+    problems = []
+    known = {str(s.SOPInstanceUID) for s in sources or []}
+    for number, item in enumerate(references, start=1):
+        uid = str(item.get("ReferencedSOPInstanceUID", ""))
+        if not uid or not item.get("ReferencedSOPClassUID"):
+            problems.append(f"SC overlay: source image reference {number} lacks its SOP UIDs")
+        elif sources and uid not in known:
+            problems.append(f"SC overlay: source image {uid} is not one of the source images")
+    return problems
+
+
+def _check_study(ds: Dataset, source: Dataset) -> list[str]:
+    problems = []
+    for keyword, what in (("StudyInstanceUID", "study"), ("PatientID", "patient")):
+        if str(ds.get(keyword, "")) != str(source.get(keyword, "")):
+            problems.append(
+                f"SC overlay: {keyword} {ds.get(keyword)!r} is not the source {what}'s "
+                f"{source.get(keyword)!r}"
+            )
+    if str(ds.get("SeriesInstanceUID", "")) == str(source.get("SeriesInstanceUID", "")):
+        problems.append("SC overlay: Series Instance UID is the source series', not a new one")
+    return problems
+
+
 # Gate -------------------------------------------------------------------------
 
-_CHECKS = {"SEG": check_segmentation, "SR": check_measurement_report}
+_CHECKS = {ResultKind.SEG: check_segmentation, ResultKind.SR: check_measurement_report}
 
 
 def assert_conformant(
-    kind: str, dataset: Dataset, sources: Sequence[Dataset] | None = None
+    kind: ResultKind, dataset: Dataset, sources: Sequence[Dataset] | None = None
 ) -> None:
-    """Raise unless ``dataset``, a result of ``kind`` ("SEG", "SR" or "SC"), passes
-    its checks. An SC overlay is also checked against the ``sources`` it was made from
-    (same patient and study, references to them only).
+    """Raise unless ``dataset``, a result of ``kind``, passes its checks. An SC overlay
+    is also checked against the ``sources`` it was made from (same patient and study,
+    references to them only).
 
     Raises
     ------
     EncodingError
         With every problem found, so the job records why no object left the node.
     """
-    if kind == "SC":
+    if kind == ResultKind.SC:
         problems: Sequence[str] = check_overlay(dataset, sources)
     elif kind in _CHECKS:
-        problems = _CHECKS[kind](dataset)
+        problems = _CHECKS[ResultKind(kind)](dataset)
     else:
         raise ValueError(f"no conformance checks for {kind!r}, only for SC, SEG and SR")
     if problems:
         raise EncodingError(
             f"the {kind} is not conformant ({len(problems)} problems): " + "; ".join(problems)
         )
+
+
+def gate(results: Sequence[tuple[ResultKind, Dataset]], sources: Sequence[Dataset]) -> None:
+    """The pipeline's gate step: every result of a job passes its checks, or the job
+    fails with the first that does not (``sources``: the source series' headers).
+
+    Raises
+    ------
+    EncodingError
+        With every problem of the first result that fails.
+    """
+    for kind, dataset in results:
+        assert_conformant(kind, dataset, sources)

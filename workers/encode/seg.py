@@ -7,53 +7,39 @@ refuse), one segment per manifest segment, coded from the manifest. Its type is 
 manifest's ``outputs.segmentation_type``: BINARY from the label volume, or FRACTIONAL
 (PROBABILITY, 255 standing for 1) from each segment's probability map.
 
-It also holds what the SEG and the SR share: the provenance fields of a result
-(series description, equipment, content date and time) and the step that makes
-highdicom's output depend only on the inputs, so that re-running a job yields the
-same bytes and the archive never sees two versions of one instance.
+What it shares with the SR and the SC images (UIDs, equipment, dates, source
+headers) comes from :mod:`workers.encode.identity`.
 """
 
 from __future__ import annotations
 
-import copy
-import datetime
-import importlib.metadata
-import logging
 import re
 
 import highdicom as hd
 import numpy as np
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from pydicom.valuerep import DA, TM
 
 from models.manifest import ModelManifest, SegmentationType
-from node.uids import derive_uid
 from workers.encode.codes import ALGORITHM_FAMILY, coded
+from workers.encode.identity import (
+    LO_LENGTH,
+    MANUFACTURER,
+    content_datetime,
+    default_series_number,
+    device_serial_number,
+    make_deterministic,
+    result_description,
+    segment_tracking_uid,
+    software_versions,
+    source_headers,
+)
 from workers.errors import EncodingError
 from workers.pixels import functional_groups, group_macro
 from workers.volume import Volume
 
-logger = logging.getLogger(__name__)
-
-MANUFACTURER = "ainode"
-DEMONSTRATION_NOTICE = " (DEMO, NOT FOR CLINICAL USE)"
-_LO_LENGTH = 64  # Long String, the VR of descriptions, labels and equipment names
-_SEG_SERIES_NUMBER_OFFSET = 1000
 # A FRACTIONAL SEG stores a probability of 1 as this value (8 bits per pixel).
 MAX_FRACTIONAL_VALUE = 255
-_UNSTATED_DEIDENTIFICATION = "not stated by the source images"
-_TYPE_2_PATIENT_AND_STUDY = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-)
 
 
 def encode_segmentation(
@@ -83,196 +69,95 @@ def encode_segmentation(
         When ``labels`` or ``segment_probabilities`` does not fit the volume or the
         manifest, or highdicom refuses the object.
     """
-    segments = manifest.outputs.segments
-    if not segments:
+    if not manifest.outputs.segments:
         raise EncodingError(f"model {manifest.name} declares no segments to encode")
     fractional = manifest.outputs.segmentation_type is SegmentationType.FRACTIONAL
     probabilities = None
     if fractional:
         probabilities = _checked_probabilities(volume, segment_probabilities, manifest)
-        present = _frames_present(probabilities)
-        segment_numbers = _frame_layout(present, volume.shape)
-        any_voxel = bool(present.any())
+        segment_numbers = _frame_layout(_frames_present(probabilities), volume.shape)
     else:
         segment_numbers = _segment_number_array(volume, labels, manifest)
-        any_voxel = bool(segment_numbers.any())
+    any_voxel = bool(segment_numbers.any())
     pixel_array, plane_positions = _as_source_frames(volume, segment_numbers)
     source = volume.datasets[0]
-    content_date, content_time = content_datetime(volume)
-
     try:
-        descriptions = [
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=spec.name[:_LO_LENGTH],
-                segmented_property_category=coded(spec.category),
-                segmented_property_type=coded(spec.type),
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                algorithm_identification=hd.AlgorithmIdentificationSequence(
-                    name=manifest.title[:_LO_LENGTH],
-                    family=ALGORITHM_FAMILY,
-                    version=manifest.version,
-                    source=manifest.manufacturer[:_LO_LENGTH],
-                ),
-                tracking_uid=segment_tracking_uid(instance_uid, number),
-                tracking_id=spec.name[:_LO_LENGTH],
-            )
-            for number, spec in enumerate(segments, start=1)
-        ]
         segmentation = hd.seg.Segmentation(
             source_images=source_headers(volume),
             pixel_array=pixel_array,
             plane_positions=plane_positions,
-            segment_descriptions=descriptions,
+            segment_descriptions=_segment_descriptions(manifest, instance_uid),
             series_instance_uid=series_uid,
             series_number=series_number or default_series_number(source, 0),
             sop_instance_uid=instance_uid,
             instance_number=1,
-            manufacturer=MANUFACTURER,
-            manufacturer_model_name=manifest.name,
-            software_versions=software_versions(manifest),
-            device_serial_number=device_serial_number(manifest),
-            content_description=result_description(manifest, "segmentation"),
-            # Type 2, left empty: the creator is the algorithm named in each
-            # segment's algorithm identification, not a person.
-            content_creator_name=None,
-            content_label=_content_label(manifest),
-            series_description=result_description(manifest, "SEG"),
-            content_date=content_date,
-            content_time=content_time,
-            # Frames without any voxel of a segment are left out: a lesion model
-            # writes a few frames instead of slices x segments empty ones. A segment
-            # that is empty everywhere then has no frame but stays declared in the
-            # Segment Sequence. When no segment has any voxel highdicom must keep
-            # every frame (a SEG needs one); saying so avoids its warning.
+            # Frames without any voxel of a segment are left out (a lesion model writes a
+            # few frames, not slices x segments empty ones; an empty segment stays
+            # declared). With no voxel at all highdicom must keep every frame (a SEG
+            # needs one); saying so avoids its warning.
             omit_empty_frames=any_voxel,
             transfer_syntax_uid=ExplicitVRLittleEndian,
+            **_provenance_arguments(volume, manifest),
             **_type_arguments(fractional),
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise EncodingError(f"cannot encode the segmentation as DICOM SEG: {exc}") from exc
     if probabilities is not None:
         _write_fractional_frames(segmentation, probabilities, volume)
-    shared = segmentation.SharedFunctionalGroupsSequence[0]
-    if "PlaneOrientationSequence" not in shared and "PatientOrientation" not in segmentation:
-        # A source without patient geometry (a single image, allowed by the loader):
-        # General Image then requires Patient Orientation (Type 2C), as the source has it.
-        segmentation.PatientOrientation = source.get("PatientOrientation") or ""
+    _state_patient_orientation(segmentation, source)
     make_deterministic(segmentation, instance_uid)
     return segmentation
 
 
-def segment_tracking_uid(seg_instance_uid: str, segment_number: int) -> str:
-    """The tracking UID of a segment, shared by the SEG and the SR that measures it."""
-    return derive_uid("ainode-segment-tracking", seg_instance_uid, str(segment_number))
+def _state_patient_orientation(segmentation: hd.seg.Segmentation, source: Dataset) -> None:
+    """A source without patient geometry (a single image, allowed by the loader): General
+    Image then requires Patient Orientation (Type 2C), as the source has it."""
+    shared = segmentation.SharedFunctionalGroupsSequence[0]
+    if "PlaneOrientationSequence" not in shared and "PatientOrientation" not in segmentation:
+        segmentation.PatientOrientation = source.get("PatientOrientation") or ""
 
 
-def result_description(manifest: ModelManifest, kind: str) -> str:
-    """A Long String naming the model and ``kind``, marked when it is a demonstration."""
-    notice = DEMONSTRATION_NOTICE if manifest.demonstration else ""
-    return f"{manifest.title} {kind}"[: _LO_LENGTH - len(notice)] + notice
-
-
-def software_versions(manifest: ModelManifest) -> list[str]:
-    """The node's version and the model's, as the results' Software Versions."""
-    try:
-        node_version = importlib.metadata.version("ainode")
-    except importlib.metadata.PackageNotFoundError:
-        node_version = "unknown"
+def _segment_descriptions(
+    manifest: ModelManifest, instance_uid: str
+) -> list[hd.seg.SegmentDescription]:
+    """One description per manifest segment, coded from the manifest, made by the model."""
     return [
-        f"ainode {node_version}"[:_LO_LENGTH],
-        f"{manifest.name} {manifest.version}"[:_LO_LENGTH],
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=spec.name[:LO_LENGTH],
+            segmented_property_category=coded(spec.category),
+            segmented_property_type=coded(spec.type),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=hd.AlgorithmIdentificationSequence(
+                name=manifest.title[:LO_LENGTH],
+                family=ALGORITHM_FAMILY,
+                version=manifest.version,
+                source=manifest.manufacturer[:LO_LENGTH],
+            ),
+            tracking_uid=segment_tracking_uid(instance_uid, number),
+            tracking_id=spec.name[:LO_LENGTH],
+        )
+        for number, spec in enumerate(manifest.outputs.segments, start=1)
     ]
 
 
-def device_serial_number(manifest: ModelManifest) -> str:
-    """The serial number of the 'device' that made a result: the model and its version."""
-    return f"{manifest.name}-{manifest.version}"[:_LO_LENGTH]
-
-
-def content_datetime(volume: Volume) -> tuple[datetime.date, datetime.time]:
-    """Content Date and Time of a result, taken from the source so they are reproducible.
-
-    A result's content is a reading of the source images, so it carries their date:
-    the source series' date and time, else the study's, else the images' content
-    date and time. Only a source with none of them gets the current time.
-    """
-    source = volume.datasets[0]
-    for date_keyword, time_keyword in (
-        ("SeriesDate", "SeriesTime"),
-        ("StudyDate", "StudyTime"),
-        ("ContentDate", "ContentTime"),
-        ("AcquisitionDate", "AcquisitionTime"),
-    ):
-        date_value = source.get(date_keyword)
-        if not date_value:
-            continue
-        try:
-            date = DA(date_value)
-            time_value = source.get(time_keyword)
-            time = TM(time_value) if time_value else datetime.time(0, 0)
-        except (ValueError, TypeError):
-            continue
-        if date is not None and time is not None:
-            return date, time
-    logger.warning("source series has no date; the result's content date is the current time")
-    now = datetime.datetime.now()
-    return now.date(), now.time().replace(microsecond=0)
-
-
-def source_instances(volume: Volume) -> list[Dataset]:
-    """The distinct source instances of ``volume``, in slice order.
-
-    One per slice for a series of single-frame images; the one instance, once, when
-    the volume is the frames of a multi-frame image (``volume.frame_numbers`` set).
-    """
-    if volume.frame_numbers is None:
-        return list(volume.datasets)
-    return [volume.datasets[0]]
-
-
-def source_headers(volume: Volume) -> list[Dataset]:
-    """The source instances, the first completed with empty patient and study attributes.
-
-    highdicom copies the patient and study modules from the first source image and
-    reads their Type 2 attributes directly, so an archive's image without, say, an
-    Accession Number would stop it. A copy of that one header gets the missing ones,
-    empty, as the IOD allows (and a De-identification Method when the source says
-    its identity was removed but not how); the volume's own headers are untouched. A
-    multi-frame source's copy also gets its plane orientation and pixel measures in
-    the shared functional groups, where highdicom reads them (an enhanced object may
-    repeat them per frame instead; the loader checked that they agree).
-    """
-    sources = source_instances(volume)
-    first = copy.deepcopy(sources[0])
-    for keyword in _TYPE_2_PATIENT_AND_STUDY:
-        if keyword not in first:
-            setattr(first, keyword, "")
-    if (
-        str(first.get("PatientIdentityRemoved", "")).upper() == "YES"
-        and not first.get("DeidentificationMethod")
-        and not first.get("DeidentificationMethodCodeSequence")
-    ):
-        # Identity removed requires the method (Type 1C); a source stating the one
-        # without the other would make every result invalid, so the method is named
-        # as unknown rather than the de-identification fact dropped.
-        first.DeidentificationMethod = _UNSTATED_DEIDENTIFICATION
-    if volume.frame_numbers is not None:
-        _share_frame_geometry(first)
-    return [first, *sources[1:]]
-
-
-def _share_frame_geometry(source: Dataset) -> None:
-    """Copy frame 1's plane orientation and pixel measures to the shared groups if absent."""
-    per_frame = source.get("PerFrameFunctionalGroupsSequence")
-    if not per_frame:
-        return
-    if not source.get("SharedFunctionalGroupsSequence"):
-        source.SharedFunctionalGroupsSequence = [Dataset()]
-    shared = source.SharedFunctionalGroupsSequence[0]
-    for keyword in ("PlaneOrientationSequence", "PixelMeasuresSequence"):
-        if keyword not in shared and keyword in per_frame[0]:
-            setattr(shared, keyword, copy.deepcopy(per_frame[0][keyword].value))
+def _provenance_arguments(volume: Volume, manifest: ModelManifest) -> dict[str, object]:
+    """highdicom's Segmentation arguments that say who made the SEG, from what, when."""
+    content_date, content_time = content_datetime(volume)
+    return {
+        "manufacturer": MANUFACTURER,
+        "manufacturer_model_name": manifest.name,
+        "software_versions": software_versions(manifest),
+        "device_serial_number": device_serial_number(manifest),
+        "content_description": result_description(manifest, "segmentation"),
+        # Type 2, left empty: the creator is the algorithm named in each segment's
+        # algorithm identification, not a person.
+        "content_creator_name": None,
+        "content_label": _content_label(manifest),
+        "series_description": result_description(manifest, "SEG"),
+        "content_date": content_date,
+        "content_time": content_time,
+    }
 
 
 def _as_source_frames(
@@ -307,35 +192,6 @@ def _as_source_frames(
             )
         )
     return numbers, positions
-
-
-def make_deterministic(dataset: Dataset, instance_uid: str) -> None:
-    """Replace what highdicom derives from the clock or a random UID.
-
-    Instance Creation Date/Time and Contribution DateTime (both Type 3) are removed
-    rather than faked; the Dimension Organization UID is derived from the instance.
-    """
-    for keyword in ("InstanceCreationDate", "InstanceCreationTime"):
-        if keyword in dataset:
-            delattr(dataset, keyword)
-    for item in dataset.get("ContributingEquipmentSequence", []):
-        if "ContributionDateTime" in item:
-            del item.ContributionDateTime
-    if "DimensionOrganizationSequence" in dataset:
-        uid = derive_uid("ainode-dimension-organization", instance_uid)
-        for item in dataset.DimensionOrganizationSequence:
-            item.DimensionOrganizationUID = uid
-        for item in dataset.get("DimensionIndexSequence", []):
-            item.DimensionOrganizationUID = uid
-
-
-def default_series_number(source: Dataset, offset: int) -> int:
-    """The source's Series Number plus 1000 plus ``offset`` (0 for SEG, 1 for SR)."""
-    try:
-        base = int(source.get("SeriesNumber") or 0)
-    except (TypeError, ValueError):
-        base = 0
-    return max(base, 0) + _SEG_SERIES_NUMBER_OFFSET + offset
 
 
 def _content_label(manifest: ModelManifest) -> str:

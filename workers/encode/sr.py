@@ -11,7 +11,8 @@ measurement group per manifest output:
   SEG, with its segmented property category and type as finding category and
   finding, and its volume (SCT "Volume", cm3 = ml) counted from the label volume.
 
-Codes and their reasons are in :mod:`workers.encode.codes`.
+Codes and their reasons are in :mod:`workers.encode.codes`; UIDs and what the report
+shares with the other results in :mod:`workers.encode.identity`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes as dicom_codes
 
 from models.manifest import ClassSpec, ModelManifest
-from node.uids import derive_uid
 from workers.encode.codes import (
     ABSENT,
     ALGORITHM_FAMILY,
@@ -37,10 +37,12 @@ from workers.encode.codes import (
     coded,
     procedure_reported,
 )
-from workers.encode.seg import (
+from workers.encode.identity import (
     MANUFACTURER,
+    class_tracking_uid,
     content_datetime,
     default_series_number,
+    device_observer_uid,
     device_serial_number,
     make_deterministic,
     result_description,
@@ -135,30 +137,10 @@ def _build_report(
     if not groups:
         raise EncodingError(f"model {manifest.name} declares no outputs to report")
 
-    observer = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=derive_uid("ainode-device-observer", manifest.name, manifest.version),
-        name=manifest.title,
-        manufacturer_name=manifest.manufacturer,
-        model_name=manifest.name,
-        serial_number=device_serial_number(manifest),
-    )
     content_date, content_time = content_datetime(volume)
-    report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(
-            observer_device_context=hd.sr.ObserverContext(
-                observer_type=dicom_codes.cid270.Device,
-                observer_identifying_attributes=observer,
-            )
-        ),
-        procedure_reported=procedure_reported(str(source.get("Modality", ""))),
-        imaging_measurements=groups,
-        language_of_content_item_and_descendants=hd.sr.LanguageOfContentItemAndDescendants(
-            hd.sr.CodedConcept("en-US", "RFC5646", "English (United States)")
-        ),
-    )
     return hd.sr.Comprehensive3DSR(
         evidence=evidence,
-        content=report,
+        content=_measurement_report(manifest, str(source.get("Modality", "")), groups),
         series_instance_uid=series_uid,
         series_number=series_number or default_series_number(source, 1),
         sop_instance_uid=instance_uid,
@@ -179,9 +161,30 @@ def _build_report(
     )
 
 
-def class_tracking_uid(sr_instance_uid: str, class_name: str) -> str:
-    """The tracking UID of a class's measurement group in the report."""
-    return derive_uid("ainode-class-tracking", sr_instance_uid, class_name)
+def _measurement_report(
+    manifest: ModelManifest, modality: str, groups: list[MeasurementGroup]
+) -> hd.sr.MeasurementReport:
+    """The TID 1500 content: the model as device observer, and its measurement groups."""
+    observer = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=device_observer_uid(manifest),
+        name=manifest.title,
+        manufacturer_name=manifest.manufacturer,
+        model_name=manifest.name,
+        serial_number=device_serial_number(manifest),
+    )
+    return hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(
+            observer_device_context=hd.sr.ObserverContext(
+                observer_type=dicom_codes.cid270.Device,
+                observer_identifying_attributes=observer,
+            )
+        ),
+        procedure_reported=procedure_reported(modality),
+        imaging_measurements=groups,
+        language_of_content_item_and_descendants=hd.sr.LanguageOfContentItemAndDescendants(
+            hd.sr.CodedConcept("en-US", "RFC5646", "English (United States)")
+        ),
+    )
 
 
 def _insert_image_library(sr: hd.sr.Comprehensive3DSR, images: list[Dataset]) -> None:

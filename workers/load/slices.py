@@ -3,7 +3,7 @@
 This module owns what every slice carries (its data set, geometry as read, modality
 transform), making a slice of a single-frame instance, agreeing the in-plane pixel
 spacing of all slices, and decoding a single-frame instance's pixels. Multi-frame
-instances become slices in :mod:`workers.multiframe`.
+instances become slices in :mod:`workers.load.multiframe`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 from pydicom import Dataset
 
 from workers.errors import SeriesNotAnalysable
+from workers.load.files import transfer_syntax_name
 from workers.pixels import ModalityTransform, modality_transform, to_modality_values
-from workers.series_files import transfer_syntax_name
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pydicom import Dataset
 from pydicom.datadict import dictionary_keyword
 
 from workers.errors import SeriesNotAnalysable
-from workers.slices import Slice
+from workers.load.slices import Slice
 
 # Two slices closer than this along the normal are at the same position (mm).
 DUPLICATE_TOLERANCE_MM = 0.01
@@ -102,7 +102,21 @@ def stack_geometry(slices: Sequence[Slice], unit: str) -> tuple[list[int], Geome
     order = np.argsort(along, kind="stable")
     along, positions = along[order], positions[order]
     gaps = np.diff(along)
+    _check_no_duplicates(slices, unit, order, along, gaps)
+    spacing = float(np.median(gaps))
+    tolerance = max(_GAP_RELATIVE_TOLERANCE * spacing, _GAP_ABSOLUTE_TOLERANCE_MM)
+    _check_even_gaps(along, gaps, spacing, tolerance)
+    _check_not_sheared(positions, normal, gaps, tolerance)
+    return [int(i) for i in order], (positions[0], row, column, normal, spacing)
 
+
+def _check_no_duplicates(
+    slices: Sequence[Slice],
+    unit: str,
+    order: np.ndarray,
+    along: np.ndarray,
+    gaps: np.ndarray,
+) -> None:
     duplicate = np.flatnonzero(gaps < DUPLICATE_TOLERANCE_MM)
     if duplicate.size:
         first = int(duplicate[0])
@@ -114,8 +128,8 @@ def stack_geometry(slices: Sequence[Slice], unit: str) -> tuple[list[int], Geome
             f"in all){hint}"
         )
 
-    spacing = float(np.median(gaps))
-    tolerance = max(_GAP_RELATIVE_TOLERANCE * spacing, _GAP_ABSOLUTE_TOLERANCE_MM)
+
+def _check_even_gaps(along: np.ndarray, gaps: np.ndarray, spacing: float, tolerance: float) -> None:
     irregular = np.flatnonzero(np.abs(gaps - spacing) > tolerance)
     if irregular.size:
         at = int(irregular[np.argmax(np.abs(gaps[irregular] - spacing))])
@@ -126,8 +140,12 @@ def stack_geometry(slices: Sequence[Slice], unit: str) -> tuple[list[int], Geome
             f"spacing is {spacing:.3f} mm{hint}"
         )
 
-    # Slices must stack straight along the normal: an in-plane step from slice to
-    # slice means a sheared volume (gantry tilt), which this node does not resample.
+
+def _check_not_sheared(
+    positions: np.ndarray, normal: np.ndarray, gaps: np.ndarray, tolerance: float
+) -> None:
+    """Slices must stack straight along the normal: an in-plane step from slice to
+    slice means a sheared volume (gantry tilt), which this node does not resample."""
     steps = np.diff(positions, axis=0)
     in_plane = np.linalg.norm(steps - np.outer(steps @ normal, normal), axis=1)
     if in_plane.max() > tolerance:
@@ -138,8 +156,6 @@ def stack_geometry(slices: Sequence[Slice], unit: str) -> tuple[list[int], Geome
             f"{in_plane[at]:.2f} mm in-plane from the previous one, a tilt of {angle:.1f} "
             "degrees (gantry tilt?); sheared volumes are not supported"
         )
-
-    return [int(i) for i in order], (positions[0], row, column, normal, spacing)
 
 
 def _dimensions_hint(ds: Dataset) -> str:

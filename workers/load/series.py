@@ -1,4 +1,4 @@
-"""Loading a received series into a :class:`~workers.volume.Volume`.
+"""The series loader: a received series as a :class:`~workers.volume.Volume` (``load_series``).
 
 This module owns the decision whether a series can be analysed at all. It reads the
 instances, decodes their pixels (any transfer syntax pydicom's installed plugins
@@ -13,11 +13,8 @@ temporal position, with every temporal position and each image's acquisition tim
 besides (``Volume.timepoints``, ``Volume.slice_times``). What pixel values mean
 (rescale, Modality LUT, MONOCHROME1, colour) is :mod:`workers.pixels`' business.
 
-The steps live in their own modules: reading files and per-instance checks in
-:mod:`workers.series_files`, slices and their pixel spacing in :mod:`workers.slices`,
-multi-frame instances in :mod:`workers.multiframe`, stack geometry in
-:mod:`workers.stack`, 4D grouping and timing in :mod:`workers.temporal`; this module
-runs them in order and assembles the volume.
+The stages live in the sibling modules of :mod:`workers.load`; this module runs
+them in order and assembles the volume.
 
 Whatever it refuses it refuses with :class:`~workers.errors.SeriesNotAnalysable`
 and a reason a radiologist or PACS administrator can act on; no other exception
@@ -30,11 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from pydicom import Dataset
 
 from workers.errors import SeriesNotAnalysable
-from workers.multiframe import decode_frames, frame_slices
-from workers.pixels import inversion_pivot
-from workers.series_files import (
+from workers.load.files import (
     PIXEL_DATA_KEYWORDS,
     check_identifying_uids,
     check_is_greyscale_image,
@@ -44,9 +40,11 @@ from workers.series_files import (
     matrix_size,
     read_instance,
 )
-from workers.slices import common_pixel_spacing, decode_instance, instance_slice
-from workers.stack import single_slice_geometry, stack_geometry
-from workers.temporal import slice_timing, temporal_positions
+from workers.load.four_d import slice_timing, temporal_positions
+from workers.load.multiframe import decode_frames, frame_slices
+from workers.load.slices import Slice, common_pixel_spacing, decode_instance, instance_slice
+from workers.load.stack import single_slice_geometry, stack_geometry
+from workers.pixels import inversion_pivot
 from workers.volume import Volume
 
 
@@ -79,25 +77,15 @@ def _load(paths: Sequence[Path]) -> Volume:
         check_identifying_uids(Path(path), ds)
     check_one_series(datasets)
     rows, columns = matrix_size(datasets)
-
-    multi_frame = [
-        (Path(path), ds) for path, ds in zip(paths, datasets, strict=True) if is_multi_frame(ds)
-    ]
-    if multi_frame and len(datasets) > 1:
-        described = ", ".join(describe(path, ds) for path, ds in multi_frame[:3])
-        raise SeriesNotAnalysable(
-            f"the series holds {len(datasets)} instances of which {len(multi_frame)} "
-            f"multi-frame ({described}{', ...' if len(multi_frame) > 3 else ''}): only a "
-            "series of single-frame images or a single multi-frame instance can be analysed"
-        )
-    if multi_frame:
+    multi_frame = _the_multi_frame_instance(paths, datasets)
+    if multi_frame is not None:
         unit = "frame"
-        slices = frame_slices(*multi_frame[0])
+        slices = frame_slices(*multi_frame)
     else:
         unit = "instance"
         slices = [instance_slice(ds) for ds in datasets]
     pixel_spacing = common_pixel_spacing(slices, unit)
-    phases = None if multi_frame else temporal_positions(slices)
+    phases = None if multi_frame is not None else temporal_positions(slices)
     if phases is not None:
         slices = phases[0]
 
@@ -116,25 +104,13 @@ def _load(paths: Sequence[Path]) -> Volume:
     # equal modality values stay equal across slices once inverted.
     pivot = inversion_pivot(slices[0].dataset)
     voxels = np.empty((len(slices), rows, columns), dtype=np.float32)
-    if multi_frame:
-        decode_frames(multi_frame[0][0], multi_frame[0][1], slices, voxels, pivot)
+    if multi_frame is not None:
+        decode_frames(*multi_frame, slices, voxels, pivot)
     else:
         for index, piece in enumerate(slices):
             decode_instance(piece, index, voxels[index], pivot)
-    timepoints = slice_times = None
-    if phases is not None:
-        timepoints = np.empty((len(phases), *voxels.shape), dtype=np.float32)
-        timepoints[0] = voxels
-        for time, phase in enumerate(phases[1:], start=1):
-            for index, piece in enumerate(phase):
-                decode_instance(piece, index, timepoints[time, index], pivot)
-        slice_times = slice_timing(phases)
-    # Later steps need the headers only (highdicom reads metadata, never the source
-    # pixels), so the decoded copy above is the only one kept.
-    for ds in datasets:
-        for keyword in PIXEL_DATA_KEYWORDS:
-            if keyword in ds:
-                delattr(ds, keyword)
+    timepoints = None if phases is None else _decode_time_points(phases, voxels, pivot)
+    _drop_pixel_data(datasets)
 
     origin, row_direction, column_direction, slice_direction, slice_spacing = geometry
     return Volume(
@@ -147,5 +123,47 @@ def _load(paths: Sequence[Path]) -> Volume:
         datasets=[piece.dataset for piece in slices],
         frame_numbers=[int(piece.frame or 1) for piece in slices] if multi_frame else None,
         timepoints=timepoints,
-        slice_times=slice_times,
+        slice_times=None if phases is None else slice_timing(phases),
     )
+
+
+def _the_multi_frame_instance(
+    paths: Sequence[Path], datasets: Sequence[Dataset]
+) -> tuple[Path, Dataset] | None:
+    """The series' one multi-frame instance, None for single-frame images.
+
+    Refuses a series mixing a multi-frame instance with other instances.
+    """
+    multi_frame = [
+        (Path(path), ds) for path, ds in zip(paths, datasets, strict=True) if is_multi_frame(ds)
+    ]
+    if multi_frame and len(datasets) > 1:
+        described = ", ".join(describe(path, ds) for path, ds in multi_frame[:3])
+        raise SeriesNotAnalysable(
+            f"the series holds {len(datasets)} instances of which {len(multi_frame)} "
+            f"multi-frame ({described}{', ...' if len(multi_frame) > 3 else ''}): only a "
+            "series of single-frame images or a single multi-frame instance can be analysed"
+        )
+    return multi_frame[0] if multi_frame else None
+
+
+def _decode_time_points(
+    phases: Sequence[Sequence[Slice]], first: np.ndarray, pivot: float | None
+) -> np.ndarray:
+    """Every temporal position of a 4D series, (time, slices, rows, columns); the first
+    is ``first``, already decoded."""
+    timepoints = np.empty((len(phases), *first.shape), dtype=np.float32)
+    timepoints[0] = first
+    for time, phase in enumerate(phases[1:], start=1):
+        for index, piece in enumerate(phase):
+            decode_instance(piece, index, timepoints[time, index], pivot)
+    return timepoints
+
+
+def _drop_pixel_data(datasets: Sequence[Dataset]) -> None:
+    """Later steps need the headers only (highdicom reads metadata, never the source
+    pixels), so the decoded copy is the only one kept."""
+    for ds in datasets:
+        for keyword in PIXEL_DATA_KEYWORDS:
+            if keyword in ds:
+                delattr(ds, keyword)

@@ -1,7 +1,7 @@
 """Enhanced (and legacy converted enhanced) multi-frame instances as slices.
 
 This module owns reading each frame's place from the Per-Frame and Shared Functional
-Groups into a :class:`~workers.slices.Slice`, refusing a multi-frame object that
+Groups into a :class:`~workers.load.slices.Slice`, refusing a multi-frame object that
 places no frame or holds several stacks, and decoding its frames one at a time.
 """
 
@@ -16,9 +16,9 @@ from pydicom import Dataset
 from pydicom.pixels import iter_pixels
 
 from workers.errors import SeriesNotAnalysable
+from workers.load.files import describe, frame_count, transfer_syntax_name
+from workers.load.slices import Slice, instance_pixel_spacing
 from workers.pixels import functional_groups, group_macro, modality_transform, to_modality_values
-from workers.series_files import describe, frame_count, transfer_syntax_name
-from workers.slices import Slice, instance_pixel_spacing
 
 
 def frame_slices(path: Path, ds: Dataset) -> list[Slice]:

@@ -16,8 +16,8 @@ from pydicom import Dataset
 from pydicom.valuerep import DA, DT, TM
 
 from workers.errors import SeriesNotAnalysable
-from workers.slices import Slice
-from workers.stack import DUPLICATE_TOLERANCE_MM
+from workers.load.slices import Slice
+from workers.load.stack import DUPLICATE_TOLERANCE_MM
 
 # What tells the images of one slice position apart in a 4D series, in order of
 # preference: the first that every image has and that differs between the images of

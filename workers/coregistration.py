@@ -1,6 +1,7 @@
 """Bringing a multimodal job's further series onto its primary series' grid.
 
-Each additional input is either registered by mutual information (rigid or affine,
+This module owns the pipeline's register step (``align_inputs``). Each additional
+input is either registered by mutual information (rigid or affine,
 ``workers.preprocessing.registration``) or, with ``registration: none``, resampled as
 it lies in the shared patient coordinate system (same frame of reference).
 """
