@@ -10,7 +10,6 @@ report is handed to the callback the node gave, and answered once it is recorded
 from __future__ import annotations
 
 import logging
-import socket
 from io import BytesIO
 from pathlib import Path
 
@@ -21,27 +20,16 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from node.commitment import ReportCallback, accept_reports, event_report_handler
 from node.db.session import SessionFactory
+from node.delivery.commitment import ReportCallback, accept_reports, event_report_handler
 from node.index import InstanceHeader, index_instance
+from node.network import set_tcp_nodelay
 from node.settings import Settings
 from node.status import StoreStatus
 from node.storage import DurableFolder
 from node.uids import InvalidUID
 
 log = logging.getLogger(__name__)
-
-
-def set_tcp_nodelay(event: Event) -> None:
-    """Disable Nagle on every association socket, inbound and outbound.
-
-    Without it each small PDU waits for the peer's delayed ACK (~40 ms), which caps a
-    C-STORE stream at a few dozen instances per second.
-    """
-    sock = event.assoc.dul.socket
-    raw = getattr(sock, "socket", None) if sock is not None else None
-    if raw is not None:
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _failure(status: StoreStatus, comment: str) -> Dataset:

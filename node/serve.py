@@ -12,14 +12,16 @@ import sys
 
 import uvicorn
 
-from models.registry import discover_packages
+from models.registry import ModelRegistry, discover_packages
 from node.broker import EmbeddedRedis, broker_answers
 from node.db.migrate import upgrade_to_head
 from node.db.session import database_answers, make_engine, make_session_factory
+from node.delivery.outbox import Outbox
+from node.delivery.reports import CommitmentReports
 from node.jobs.celery_app import make_celery
 from node.jobs.ledger import JobLedger
-from node.jobs.outbox import Outbox
 from node.jobs.queue import JobQueue
+from node.jobs.retry import JobRetry
 from node.scheduler import Scheduler
 from node.scp import StorageSCP
 from node.settings import Settings
@@ -29,7 +31,17 @@ from node.web.app import create_app
 log = logging.getLogger(__name__)
 
 
+def _discover(settings: Settings) -> ModelRegistry:
+    """The model packages the scheduler routes to; refused ones are logged with the rule."""
+    registry = discover_packages(settings.models_dir)
+    for path, reason in registry.refused:
+        log.error("model package %s refused: %s", path, reason)
+    log.info("models: %s", ", ".join(p.manifest.name for p in registry.packages) or "none")
+    return registry
+
+
 def serve(settings: Settings) -> None:
+    """Start every role (order in the module docstring); return once the web server stops."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings)
     upgrade_to_head(engine)
@@ -41,21 +53,18 @@ def serve(settings: Settings) -> None:
         embedded = EmbeddedRedis(settings.data_dir)
         broker_url = embedded.start()
 
-    registry = discover_packages(settings.models_dir)
-    for path, reason in registry.refused:
-        log.error("model package %s refused: %s", path, reason)
-    log.info("models: %s", ", ".join(p.manifest.name for p in registry.packages) or "none")
-
+    registry = _discover(settings)
     ledger = JobLedger(sessions)
     outbox = Outbox(sessions, settings)
-    queue = JobQueue(make_celery(broker_url, settings.visibility_timeout_seconds), ledger, outbox)
+    queue = JobQueue(make_celery(broker_url, settings.visibility_timeout_seconds), ledger)
     worker = ChildSupervisor(
         "worker",
         [sys.executable, "-m", "node.cli", "worker"],
         {**settings.worker_environment(), "AINODE_BROKER_URL": broker_url},
     )
     scheduler = Scheduler(settings, sessions, registry, queue, ledger)
-    scp = StorageSCP(settings, sessions, on_commitment=queue.commitment_received)
+    commitment_reports = CommitmentReports(outbox, ledger, queue)
+    scp = StorageSCP(settings, sessions, on_commitment=commitment_reports.record)
 
     def health() -> dict[str, bool]:
         return {
@@ -66,7 +75,7 @@ def serve(settings: Settings) -> None:
             "worker": worker.alive,
         }
 
-    app = create_app(settings, sessions, health=health, retry_job=queue.retry)
+    app = create_app(settings, sessions, health=health, retry_job=JobRetry(ledger, outbox, queue))
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -9,87 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-_AET_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
-
-
-class DicomDestination(BaseModel):
-    """A DICOM application entity the node sends results to (``AET@host:port``)."""
-
-    ae_title: str
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> DicomDestination:
-        """Parse ``AET@host:port``; the error names the part that is wrong."""
-        aet, sep, rest = text.partition("@")
-        host, colon, port = rest.rpartition(":")
-        if not sep or not colon or not aet or not host or not port.isdigit():
-            raise ValueError(f"destination {text!r} is not of the form AET@host:port")
-        if not _AET_RE.match(aet) or aet.strip() != aet:
-            raise ValueError(f"AE title {aet!r} must be 1-16 printable characters, no padding")
-        return cls(ae_title=aet, host=host, port=int(port))
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
-
-
-ResultKind = Literal["SEG", "SR", "SC"]
-
-
-class Destination(BaseModel):
-    """Where results go: a DICOM archive (C-STORE) or a DICOMweb one (STOW-RS).
-
-    ``kinds`` says which objects it takes: an archive or viewer without SEG support
-    takes ``["SR", "SC"]`` (SC: the segmentation overlaid on the images, findings in
-    words). ``models`` limits it to those models' results (empty: every model), which
-    is how a route sends, say, the lung model's results to a second archive.
-    ``storage_commitment`` (DICOM only): a result counts as delivered once the archive
-    has committed to keep it (N-ACTION / N-EVENT-REPORT), not merely stored it.
-    """
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    dicom: str | None = Field(default=None, description="AET@host:port")
-    stow_url: str | None = Field(default=None, description="DICOMweb root, e.g. .../dicom-web")
-    # Sent with every STOW-RS request, e.g. {"Authorization": "Bearer ..."}; never shown
-    # by the API. Keep the config file that holds them readable by the node only.
-    http_headers: dict[str, str] = Field(default_factory=dict, repr=False)
-    kinds: list[ResultKind] = Field(default_factory=lambda: ["SEG", "SR"], min_length=1)
-    models: list[str] = Field(default_factory=list)
-    storage_commitment: bool = False
-
-    @model_validator(mode="after")
-    def _one_transport(self) -> Destination:
-        if (self.dicom is None) == (self.stow_url is None):
-            raise ValueError(f"destination {self.name!r} needs exactly one of dicom, stow_url")
-        if self.dicom is not None:
-            DicomDestination.parse(self.dicom)
-        if self.stow_url is not None and not self.stow_url.startswith(("http://", "https://")):
-            raise ValueError(f"destination {self.name!r}: stow_url must be an http(s) URL")
-        if self.storage_commitment and self.dicom is None:
-            raise ValueError(f"destination {self.name!r}: storage commitment needs dicom")
-        if self.http_headers and self.stow_url is None:
-            raise ValueError(f"destination {self.name!r}: http_headers are for stow_url")
-        return self
-
-    @property
-    def dicom_destination(self) -> DicomDestination | None:
-        return DicomDestination.parse(self.dicom) if self.dicom else None
-
-    def takes(self, kind: str, model_name: str) -> bool:
-        """Whether this destination receives a ``kind`` object of ``model_name``."""
-        return kind in self.kinds and (not self.models or model_name in self.models)
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.dicom or self.stow_url})"
+from node.delivery.destinations import (
+    AE_TITLE,
+    AnyDestination,
+    Destination,
+    DicomAddress,
+    DicomDestination,
+)
 
 
 class Settings(BaseSettings):
@@ -113,8 +46,9 @@ class Settings(BaseSettings):
         default=None,
         description="shorthand for one DICOM destination named 'archive', AET@host:port",
     )
-    destinations: Annotated[list[Destination], NoDecode] = Field(
-        default_factory=list, description="where results go (JSON list in the environment)"
+    destinations: Annotated[list[AnyDestination], NoDecode] = Field(
+        default_factory=list,
+        description="where results go (JSON list in the environment); node.delivery.destinations",
     )
     delivery_attempts: int = Field(
         default=8, ge=1, description="attempts per result and destination before dead-letter"
@@ -156,7 +90,7 @@ class Settings(BaseSettings):
     @field_validator("ae_title")
     @classmethod
     def _check_aet(cls, value: str) -> str:
-        if not _AET_RE.match(value) or value.strip() != value:
+        if not AE_TITLE.match(value) or value.strip() != value:
             raise ValueError("AE title must be 1-16 printable characters, no padding")
         return value
 
@@ -164,7 +98,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_archive(cls, value: str | None) -> str | None:
         if value:
-            DicomDestination.parse(value)
+            DicomAddress.parse(value)
         return value or None
 
     @field_validator("destinations", mode="before")
@@ -209,13 +143,13 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'ainode.db').resolve()}"
 
     @property
-    def archive_destination(self) -> DicomDestination | None:
-        return DicomDestination.parse(self.archive) if self.archive else None
+    def archive_destination(self) -> DicomAddress | None:
+        return DicomAddress.parse(self.archive) if self.archive else None
 
     @property
     def all_destinations(self) -> list[Destination]:
         """``archive`` (as the destination named "archive"), then ``destinations``."""
-        shorthand = [Destination(name="archive", dicom=self.archive)] if self.archive else []
+        shorthand = [DicomDestination(name="archive", dicom=self.archive)] if self.archive else []
         return shorthand + list(self.destinations)
 
     def destination(self, name: str) -> Destination | None:

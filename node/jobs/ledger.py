@@ -1,7 +1,12 @@
-"""Job state up to delivery, and the timeline of each job's steps.
+"""The one writer of job state, and the timeline of each job's steps.
 
-From DELIVERING on, a job's state follows its outbox rows: ``node.jobs.outbox``
-settles it (SUCCEEDED, or FAILED with dead rows) and revives it on a retry.
+Every transition of ``Job.state`` is made here: QUEUED -> RUNNING (``start``), RUNNING
+-> QUEUED (``requeue_lost``), RUNNING -> DELIVERING (``analyzed``), -> FAILED
+(``fail``), FAILED/SUCCEEDED -> QUEUED (``reset_for_retry``). From DELIVERING on, the
+state follows the outbox rows: the outbox judges them (``node.delivery.outbox``, a
+``Settlement``) inside the ledger's transaction, and the ledger writes the verdict
+(``settle``: SUCCEEDED, or FAILED with the reason) or revives the job on an operator's
+retry (``redeliver``: FAILED -> DELIVERING).
 
 Every transition is a short transaction on the database, which is the source of
 truth: a worker that dies leaves a row that the reconciler can find and re-send.
@@ -10,17 +15,18 @@ truth: a worker that dies leaves a row that the reconciler can find and re-send.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
-from node.db.models import Job, JobState, JobStep, ResultObject, StepState, utcnow
+from node.db.models import Job, JobState, JobStep, ResultKind, ResultObject, StepState, utcnow
 from node.db.session import SessionFactory, transaction
-from node.jobs import outbox
-from node.settings import Destination
+from node.delivery.destinations import Destination
+from node.delivery.outbox import Delivered, Settlement, StillDelivering, Undeliverable, plan
 
 RETRYABLE = {JobState.FAILED, JobState.SUCCEEDED}
 
@@ -36,10 +42,26 @@ def _older(moment: datetime | None, cutoff: datetime) -> bool:
 
 @dataclass(frozen=True)
 class NewResult:
-    kind: str
+    kind: ResultKind
     sop_class_uid: str
     sop_instance_uid: str
     path: str  # relative to the results directory
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A job after its deliveries were judged: its state, and when its next delivery
+    pass is due (None: nothing is open, or the job is not delivering)."""
+
+    state: JobState
+    wait_seconds: float | None
+
+
+Judge = Callable[[Session, int], Settlement]
+"""Where a job's deliveries stand, read in the ledger's session (``Outbox.settlement``)."""
+
+Revive = Callable[[Session, int], int]
+"""Start a job's dead deliveries over, in the ledger's session (``Outbox.revive_dead``)."""
 
 
 class JobLedger:
@@ -119,7 +141,7 @@ class JobLedger:
             row.seconds = round(seconds, 4)
             row.detail = detail[:2000]
 
-    def analysed(
+    def analyzed(
         self,
         job_id: int,
         findings: dict,
@@ -146,11 +168,9 @@ class JobLedger:
                 row.kind = result.kind
                 row.sop_class_uid = result.sop_class_uid
                 row.path = result.path
-                row.delivered_at = None
-                row.delivery_error = ""
                 rows.append(row)
             session.flush()
-            outbox.plan(session, job, rows, destinations)
+            plan(session, job, rows, destinations)
 
     def fail(self, job_id: int, reason: str) -> None:
         with transaction(self.sessions) as session:
@@ -173,6 +193,45 @@ class JobLedger:
             job.error = ""
             job.finished_at = None
             job.enqueued_at = None
+
+    def settle(self, job_id: int, judge: Judge) -> Settled:
+        """Bring a DELIVERING job's state in line with the outbox's verdict on it.
+
+        ``judge`` (``Outbox.settlement``) reads the rows in this transaction, with the
+        job locked, so an operator's retry cannot slip between verdict and state.
+        """
+        with transaction(self.sessions) as session:
+            job = session.get_one(Job, job_id, with_for_update=True)
+            if job.state is not JobState.DELIVERING:
+                return Settled(job.state, None)
+            match judge(session, job_id):
+                case StillDelivering(wait_seconds=wait):
+                    return Settled(job.state, wait)
+                case Undeliverable(reason=reason):
+                    job.state = JobState.FAILED
+                    job.error = reason[:4000]
+                case Delivered():
+                    job.state = JobState.SUCCEEDED
+                    job.error = ""
+            job.finished_at = utcnow()
+            return Settled(job.state, None)
+
+    def redeliver(self, job_id: int, revive: Revive) -> int:
+        """FAILED -> DELIVERING when ``revive`` (``Outbox.revive_dead``) starts dead rows
+        over; the rows revived (0: none, or the job is not failed). LookupError if absent.
+        """
+        with transaction(self.sessions) as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise LookupError(f"job {job_id} does not exist")
+            if job.state is not JobState.FAILED:
+                return 0
+            revived = revive(session, job_id)
+            if revived:
+                job.state = JobState.DELIVERING
+                job.error = ""
+                job.finished_at = None
+            return revived
 
     def state_of(self, job_id: int) -> JobState | None:
         with self.sessions() as session:

@@ -3,8 +3,8 @@
 The node C-STOREs into Orthanc, asks it to commit with an N-ACTION, and Orthanc answers
 with an N-EVENT-REPORT on a new association to the node, which it knows from its
 ``DicomModalities``. A small AE stands in for the node's Storage SCP, accepting only
-what :func:`node.commitment.accept_reports` adds and answering through
-:func:`node.commitment.event_report_handler`.
+what :func:`node.delivery.commitment.accept_reports` adds and answering through
+:func:`node.delivery.commitment.event_report_handler`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import CTImageStorage
 
-from node.commitment import (
+from node.delivery.commitment import (
     STORAGE_COMMITMENT_PUSH_MODEL,
     STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE,
     CommitmentEvent,
@@ -38,8 +38,9 @@ from node.commitment import (
     new_transaction_uid,
     request_commitment,
 )
-from node.dispatch import DeliveryError, Outgoing, store_files
-from node.settings import DicomDestination
+from node.delivery.cstore import store_files
+from node.delivery.destinations import DicomAddress
+from node.delivery.transports import DeliveryError, Outgoing
 from node.uids import derive_uid
 from tests.factories import make_ct_series, write_series
 from tests.orthanc import Orthanc, free_port, start_orthanc
@@ -100,7 +101,7 @@ def stored_instances(archive: Orthanc, directory: Path, slices: int = 2) -> list
         Outgoing(p, CTImageStorage, ds.SOPInstanceUID)
         for p, ds in zip(paths, datasets, strict=True)
     ]
-    store_files(DicomDestination.parse(archive.destination), NODE_AET, outgoing)
+    store_files(DicomAddress.parse(archive.destination), NODE_AET, outgoing)
     return [(CTImageStorage, ds.SOPInstanceUID) for ds in datasets]
 
 
@@ -129,7 +130,7 @@ def test_orthanc_commits_what_the_node_stored(
     references = stored_instances(archive, tmp_path / "ct")
     transaction = new_transaction_uid()
     same_association = request_commitment(
-        DicomDestination.parse(archive.destination), NODE_AET, references, transaction, linger=1
+        DicomAddress.parse(archive.destination), NODE_AET, references, transaction, linger=1
     )
     # Orthanc never answers on the requesting association: the report comes separately.
     assert same_association is None
@@ -148,7 +149,7 @@ def test_an_instance_orthanc_does_not_hold_is_reported_failed(
     absent = derive_uid("tests.commitment", "never stored")
     transaction = new_transaction_uid()
     request_commitment(
-        DicomDestination.parse(archive.destination),
+        DicomAddress.parse(archive.destination),
         NODE_AET,
         [*stored, (CTImageStorage, absent)],
         transaction,
@@ -167,7 +168,7 @@ def test_a_report_the_node_cannot_record_is_answered_processing_failure(
     references = stored_instances(archive, tmp_path / "ct", slices=1)
     inbox.refuse = True
     request_commitment(
-        DicomDestination.parse(archive.destination), NODE_AET, references, new_transaction_uid()
+        DicomAddress.parse(archive.destination), NODE_AET, references, new_transaction_uid()
     )
     assert inbox.answers.get(timeout=REPORT_WAIT) == EventReportStatus.PROCESSING_FAILURE
     assert inbox.reports.empty()
@@ -183,7 +184,7 @@ def test_an_archive_that_does_not_know_the_node_refuses_the_request(
     references = stored_instances(orthanc, tmp_path / "ct", slices=1)
     with pytest.raises(DeliveryError, match="did not answer the storage commitment request"):
         request_commitment(
-            DicomDestination.parse(orthanc.destination),
+            DicomAddress.parse(orthanc.destination),
             NODE_AET,
             references,
             new_transaction_uid(),
@@ -191,7 +192,7 @@ def test_an_archive_that_does_not_know_the_node_refuses_the_request(
 
 
 def test_an_unreachable_archive_raises_delivery_error() -> None:
-    nobody = DicomDestination(ae_title="ORTHANC", host="127.0.0.1", port=free_port())
+    nobody = DicomAddress(ae_title="ORTHANC", host="127.0.0.1", port=free_port())
     with pytest.raises(DeliveryError, match="not established"):
         request_commitment(
             nobody, NODE_AET, [(CTImageStorage, derive_uid("tests.commitment", "x"))],
@@ -258,7 +259,7 @@ def test_a_report_on_the_requesting_association_is_returned() -> None:
         uid = derive_uid("tests.commitment", "same association")
         transaction = new_transaction_uid()
         report = request_commitment(
-            DicomDestination(ae_title="ARCHIVE", host="127.0.0.1", port=archive.port),
+            DicomAddress(ae_title="ARCHIVE", host="127.0.0.1", port=archive.port),
             NODE_AET,
             [(CTImageStorage, uid)],
             transaction,

@@ -19,23 +19,31 @@ from node.db.models import (
     Job,
     JobState,
     Patient,
+    ResultKind,
     Series,
     Study,
     utcnow,
 )
 from node.db.session import SessionFactory, make_engine, make_session_factory, transaction
-from node.jobs.ledger import JobLedger, NewResult
-from node.jobs.outbox import Outbox, backoff_seconds
-from node.settings import Destination, Settings
+from node.delivery.destinations import DicomDestination, StowDestination
+from node.delivery.outbox import (
+    Delivered,
+    Outbox,
+    StillDelivering,
+    Undeliverable,
+    backoff_seconds,
+)
+from node.jobs.ledger import JobLedger, NewResult, Settled
+from node.settings import Settings
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 
 DESTINATIONS = [
-    Destination(name="pacs", dicom="PACS@127.0.0.1:104", storage_commitment=True),
-    Destination(name="viewer", stow_url="http://127.0.0.1:1/dicom-web", kinds=["SR", "SC"]),
-    Destination(name="lung-only", dicom="LUNG@127.0.0.1:105", models=["other-model"]),
+    DicomDestination(name="pacs", dicom="PACS@127.0.0.1:104", storage_commitment=True),
+    StowDestination(name="viewer", stow_url="http://127.0.0.1:1/dicom-web", kinds=["SR", "SC"]),
+    DicomDestination(name="lung-only", dicom="LUNG@127.0.0.1:105", models=["other-model"]),
 ]
 
 
@@ -71,17 +79,27 @@ def analysed_job(sessions: SessionFactory, settings: Settings) -> int:
         session.add(job)
         session.flush()
         job_id = job.id
-    JobLedger(sessions).analysed(
+    JobLedger(sessions).analyzed(
         job_id,
         {"model": "seg-model"},
         [
-            NewResult("SEG", SEG_CLASS, "2.25.1", f"{job_id}/seg.dcm"),
-            NewResult("SR", SR_CLASS, "2.25.2", f"{job_id}/sr.dcm"),
-            NewResult("SC", SC_CLASS, "2.25.3", f"{job_id}/sc.dcm"),
+            NewResult(ResultKind.SEG, SEG_CLASS, "2.25.1", f"{job_id}/seg.dcm"),
+            NewResult(ResultKind.SR, SR_CLASS, "2.25.2", f"{job_id}/sr.dcm"),
+            NewResult(ResultKind.SC, SC_CLASS, "2.25.3", f"{job_id}/sc.dcm"),
         ],
         settings.all_destinations,
     )
     return job_id
+
+
+def settle(sessions: SessionFactory, outbox: Outbox, job_id: int) -> Settled:
+    """The ledger applying the outbox's verdict, as the delivery pass does."""
+    return JobLedger(sessions).settle(job_id, outbox.settlement)
+
+
+def retry_deliveries(sessions: SessionFactory, outbox: Outbox, job_id: int) -> int:
+    """The operator's retry of a failed delivery: the rows the outbox revived."""
+    return JobLedger(sessions).redeliver(job_id, outbox.revive_dead)
 
 
 def targets(sessions: SessionFactory, job_id: int) -> dict[tuple[str, str], DeliveryState]:
@@ -119,7 +137,7 @@ def test_failures_back_off_then_dead_letter_and_retry_resends(
     outbox.stored([d.id for d in due if d.destination == "pacs"])  # no commitment here
     for attempt in range(1, settings.delivery_attempts + 1):
         outbox.failed(viewer, f"HTTP 503 (attempt {attempt})")
-        settled = outbox.settle(job_id)
+        settled = settle(sessions, outbox, job_id)
         if attempt < settings.delivery_attempts:
             assert settled.state is JobState.DELIVERING
             # Backoff: the next attempt waits (jittered), and is not due before.
@@ -130,6 +148,9 @@ def test_failures_back_off_then_dead_letter_and_retry_resends(
             assert sorted(d.id for d in again) == sorted(viewer)
             assert {d.attempt for d in again} == {attempt + 1}
     assert settled.state is JobState.FAILED and settled.wait_seconds is None
+    with sessions() as session:
+        verdict = outbox.settlement(session, job_id)
+    assert isinstance(verdict, Undeliverable) and "to viewer" in verdict.reason
     with sessions() as session:
         job = session.get_one(Job, job_id)
         assert "dead-lettered: 2 object(s) to viewer after 3 attempt(s)" in job.error
@@ -146,12 +167,14 @@ def test_failures_back_off_then_dead_letter_and_retry_resends(
         assert kinds["SC"].delivery_error == "HTTP 503 (attempt 3)"
 
     # The operator's retry revives exactly the dead rows, with fresh attempts.
-    assert outbox.resend_dead(job_id) == 2
-    assert outbox.resend_dead(job_id) == 0  # the job is delivering again, not failed
+    assert retry_deliveries(sessions, outbox, job_id) == 2
+    assert retry_deliveries(sessions, outbox, job_id) == 0  # delivering again, not failed
     again = outbox.claim_due(job_id)
     assert sorted(d.id for d in again) == sorted(viewer) and {d.attempt for d in again} == {1}
     outbox.stored(viewer)
-    assert outbox.settle(job_id).state is JobState.SUCCEEDED
+    with sessions() as session:
+        assert outbox.settlement(session, job_id) == Delivered()
+    assert settle(sessions, outbox, job_id).state is JobState.SUCCEEDED
 
 
 def test_storage_commitment_report_decides_delivery(
@@ -163,8 +186,10 @@ def test_storage_commitment_report_decides_delivery(
     pacs = {d.sop_instance_uid: d.id for d in due if d.destination == "pacs"}
     outbox.stored([d.id for d in due if d.destination == "viewer"])
     outbox.stored(list(pacs.values()), transaction_uid="2.25.77")
-    settled = outbox.settle(job_id)
+    settled = settle(sessions, outbox, job_id)
     assert settled.state is JobState.DELIVERING  # stored is not committed
+    with sessions() as session:
+        assert isinstance(outbox.settlement(session, job_id), StillDelivering)
     assert targets(sessions, job_id)[("SEG", "pacs")] is DeliveryState.COMMITTING
 
     # The archive commits the SEG and refuses the SR; a report for an unknown

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from pydicom import Dataset
 
-from node import stow
-from node.dispatch import DeliveryError, Outgoing
-from node.stow import stow_files
+from node.delivery import stow
+from node.delivery.stow import stow_files
+from node.delivery.transports import DeliveryError, Outgoing
 from tests.factories import make_ct_series, write_series
 from tests.orthanc import Orthanc, free_port, start_orthanc
 

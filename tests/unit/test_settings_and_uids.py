@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from node.settings import DicomDestination, Settings
-from node.uids import InvalidUID, derive_uid, result_uids, validate_uid
+from node.delivery.destinations import DicomAddress, DicomDestination, StowDestination
+from node.settings import Settings
+from node.uids import InvalidUID, derive_uid, validate_uid
+from workers.encode.identity import ResultUIDs
 
 
 def test_settings_from_environment_file_and_arguments(
@@ -33,7 +36,7 @@ def test_settings_refuse_bad_values() -> None:
         Settings(ae_title="WAY_TOO_LONG_AE_TITLE")
     with pytest.raises(ValidationError, match="AET@host:port"):
         Settings(archive="orthanc:4242")
-    assert Settings(archive="ORTHANC@pacs.local:4242").archive_destination == DicomDestination(
+    assert Settings(archive="ORTHANC@pacs.local:4242").archive_destination == DicomAddress(
         ae_title="ORTHANC", host="pacs.local", port=4242
     )
 
@@ -52,13 +55,18 @@ def test_valid_uid_loses_its_padding() -> None:
 
 def test_derived_uids_are_deterministic_valid_and_distinct() -> None:
     sources = ["1.2.3.4", "1.2.3.5", "1.2.3.6"]
-    first = result_uids(sources, "model", "1.0.0")
+    first = ResultUIDs.of_job(sources, "model", "1.0.0")
     # The order instances arrived in does not matter; the model version does.
-    assert first == result_uids(list(reversed(sources)), "model", "1.0.0")
-    assert first != result_uids(sources, "model", "1.0.1")
-    assert len(set(first.values())) == len(first) == 6
-    for uid in first.values():
+    assert first == ResultUIDs.of_job(list(reversed(sources)), "model", "1.0.0")
+    assert first != ResultUIDs.of_job(sources, "model", "1.0.1")
+    uids = [*dataclasses.astuple(first), first.sc_image(0), first.sc_image(1)]
+    assert len(set(uids)) == len(uids) == 8
+    for uid in uids:
         assert validate_uid(uid) == uid and uid.startswith("2.25.")
+    # Results already in archives keep their UIDs: the derivation inputs are fixed.
+    assert first.sc_instance == derive_uid(
+        "ainode-result", "model", "1.0.0", sources, "overlay-instance"
+    )
     assert derive_uid("a", "b") != derive_uid("ab")
 
 
@@ -78,7 +86,8 @@ def test_destinations_from_the_environment_and_their_rules(
     assert viewer is not None and lung is not None
     assert viewer.takes("SC", "any-model") and not viewer.takes("SEG", "any-model")
     assert lung.takes("SEG", "ct-lung-nodule-seg") and not lung.takes("SEG", "other")
-    assert lung.dicom_destination == DicomDestination(ae_title="REG", host="reg", port=104)
+    assert isinstance(viewer, StowDestination) and isinstance(lung, DicomDestination)
+    assert lung.ae == DicomAddress(ae_title="REG", host="reg", port=104)
     # A worker rebuilds the same destinations from the environment it is given.
     monkeypatch.delenv("AINODE_DESTINATIONS")
     for key, value in settings.worker_environment().items():
@@ -102,6 +111,29 @@ def test_destinations_from_the_environment_and_their_rules(
 def test_bad_destinations_are_refused(destination: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Settings(destinations=[destination])
+
+
+def test_an_explicit_type_names_the_kind_as_inferring_it_would() -> None:
+    inferred = Settings(
+        destinations=[
+            {"name": "pacs", "dicom": "A@h:1", "storage_commitment": True},
+            {"name": "web", "stow_url": "https://h/dicom-web"},
+        ]
+    )
+    typed = Settings(
+        destinations=[
+            {"type": "dicom", "name": "pacs", "dicom": "A@h:1", "storage_commitment": True},
+            {"type": "stow", "name": "web", "stow_url": "https://h/dicom-web"},
+        ]
+    )
+    assert typed.destinations == inferred.destinations
+    pacs, web = typed.destinations
+    assert pacs.commitment_ae == DicomAddress(ae_title="A", host="h", port=1)
+    assert web.commitment_ae is None and str(web) == "web (https://h/dicom-web)"
+    with pytest.raises(ValidationError, match="type 'ftp' is not one of dicom, stow"):
+        Settings(destinations=[{"type": "ftp", "name": "x", "dicom": "A@h:1"}])
+    with pytest.raises(ValidationError, match="exactly one of dicom, stow_url"):
+        Settings(destinations=[{"type": "stow", "name": "x", "dicom": "A@h:1"}])
 
 
 def test_destination_names_are_unique() -> None:

@@ -22,7 +22,8 @@ open: ``linger`` seconds after the N-ACTION response (0 by default, since Orthan
 does).
 
 This module owns the commitment messages and their parsing; who waits for which
-transaction, and what the node does with a failure, is up to its caller.
+transaction, and what the node does with a failure, is up to its caller (the
+delivery pass asks, ``node.delivery.reports`` records the answers).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from pynetdicom import AE, build_context, evt
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
 
-from node.settings import DicomDestination
+from node.delivery.destinations import DicomAddress
+from node.delivery.transports import DeliveryError
+from node.network import set_tcp_nodelay
 from node.uids import InvalidUID, validate_uid
 
 log = logging.getLogger(__name__)
@@ -281,7 +284,7 @@ class _SameAssociationReport:
         self.arrived.set()
 
 
-def _action_failure(destination: DicomDestination, status: Dataset) -> str | None:
+def _action_failure(destination: DicomAddress, status: Dataset) -> str | None:
     """Why the N-ACTION failed, from its response status; None on Success."""
     code = int(getattr(status, "Status", -1)) if status else -1
     if code == -1:
@@ -298,7 +301,7 @@ def _action_failure(destination: DicomDestination, status: Dataset) -> str | Non
 
 
 def request_commitment(
-    destination: DicomDestination,
+    destination: DicomAddress,
     calling_aet: str,
     references: list[Reference],
     transaction_uid: str,
@@ -314,11 +317,6 @@ def request_commitment(
     Raises DeliveryError when no association is established, the archive does not
     support the Push Model, does not answer, or answers with a failure status.
     """
-    # Imported here, not at the top: node.scp imports this module to accept reports, and
-    # node.dispatch imports node.scp, so top-level imports would make a cycle.
-    from node.dispatch import DeliveryError
-    from node.scp import set_tcp_nodelay
-
     request = commitment_request(transaction_uid, references)
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = timeout

@@ -1,10 +1,11 @@
-"""Sending results to a DICOMweb archive by STOW-RS (PS3.18 10.5).
+"""Sending results to a DICOMweb archive by STOW-RS (PS3.18 10.5): the send of ``stow``
+destinations.
 
 This module owns the HTTP side of delivery to a DICOMweb origin server: building the
 ``multipart/related; type="application/dicom"`` request bodies, posting them to
 ``{url}/studies``, and reading the Store Instances response (DICOM JSON, PS3.18
 10.5.3) to decide, instance by instance, what the archive holds. It is the DICOMweb
-counterpart of ``node.dispatch.store_files`` and fails the same way, with a
+counterpart of ``node.delivery.cstore.store_files`` and fails the same way, with a
 ``DeliveryError`` whose message says what went wrong.
 
 Requests are bounded by size: files are grouped into batches of at most
@@ -23,7 +24,8 @@ from typing import Any
 
 import httpx
 
-from node.dispatch import DeliveryError, Outgoing
+from node.delivery.destinations import StowDestination
+from node.delivery.transports import DeliveryError, Outgoing, sends
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
@@ -46,6 +48,15 @@ _FAILURE_TEXT = {
 }
 
 _EXCERPT_CHARS = 200
+
+
+@sends(StowDestination)
+def send_by_stow(destination: StowDestination, files: list[Outgoing], calling_aet: str) -> None:
+    """The send of ``stow`` destinations: every file stored, or DeliveryError.
+
+    DICOMweb has no calling AE title; the archive knows the node by ``http_headers``.
+    """
+    stow_files(destination.stow_url, files, headers=destination.http_headers)
 
 
 def stow_files(

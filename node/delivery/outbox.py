@@ -1,15 +1,17 @@
 """The outbox: every result's delivery to every destination, and every attempt, in the database.
 
 A job's results are planned into the outbox in the same transaction that records
-them (``plan``), one row per result and destination that takes it. The delivery task
+them (``plan``), one row per result and destination that takes it. The delivery pass
 claims the rows that are due, sends them, and reports each outcome here; a failure
 waits an exponentially growing, jittered delay, and after the last attempt the row is
 dead-lettered until an operator retries the job. A destination that asks for storage
 commitment keeps its rows COMMITTING until the archive's N-EVENT-REPORT says they
 are committed (or the report is late, which counts as a failed attempt).
 
-``settle`` turns the rows' states into the job's: DELIVERED everywhere -> SUCCEEDED;
-nothing left to try but something dead -> FAILED, with the reason.
+This module writes the outbox rows (``Delivery``, ``DeliveryAttempt``) and nothing
+else. Where a job's deliveries stand is a verdict, a :data:`Settlement` (delivered;
+undeliverable, with the reason; still delivering, with the wait until the next row is
+due), which ``node.jobs.ledger`` turns into the job's state.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from node.db.models import (
     DeliveryAttempt,
     DeliveryState,
     Job,
-    JobState,
+    ResultKind,
     ResultObject,
     utcnow,
 )
 from node.db.session import SessionFactory, transaction
-from node.settings import Destination, Settings
+from node.delivery.destinations import Destination
+from node.settings import Settings
 
 # A claimed row is not claimed again for this long: another delivery task that runs
 # at the same time (a re-sent message) skips it instead of sending it twice. Longer
@@ -55,7 +58,7 @@ class DueDelivery:
     id: int
     job_id: int
     destination: str
-    kind: str
+    kind: ResultKind
     sop_class_uid: str
     sop_instance_uid: str
     path: str  # relative to the results directory
@@ -63,11 +66,26 @@ class DueDelivery:
 
 
 @dataclass(frozen=True)
-class Settled:
-    """Where a job's deliveries stand after an outcome was recorded."""
+class Delivered:
+    """Every row of the job is delivered (stored, and committed where asked)."""
 
-    state: JobState
-    wait_seconds: float | None  # until the next row is due; None when nothing is open
+
+@dataclass(frozen=True)
+class Undeliverable:
+    """Nothing is left to try and some rows are dead-lettered; ``reason`` says which."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class StillDelivering:
+    """Some rows are open; the next one is due in ``wait_seconds``."""
+
+    wait_seconds: float
+
+
+Settlement = Delivered | Undeliverable | StillDelivering
+"""Where a job's deliveries stand, as the outbox judges it from its rows."""
 
 
 def backoff_seconds(failures: int, base: float, cap: float) -> float:
@@ -111,11 +129,13 @@ def plan(
 
 
 class Outbox:
+    """The outbox rows of every job: claimed, stored, failed, committed, judged, revived."""
+
     def __init__(self, sessions: SessionFactory, settings: Settings) -> None:
         self.sessions = sessions
         self.settings = settings
 
-    # ---- the delivery task's side --------------------------------------------
+    # ---- the delivery pass's side --------------------------------------------
 
     def claim_due(self, job_id: int) -> list[DueDelivery]:
         """Take the job's rows that are due for an attempt; late commitments fail here."""
@@ -208,65 +228,46 @@ class Outbox:
                 jobs.add(row.result.job_pk)
         return jobs
 
-    def settle(self, job_id: int) -> Settled:
-        """Bring the job's state in line with its deliveries."""
+    # ---- verdicts, applied by the ledger in its own transaction ------------------
+
+    def settlement(self, session: Session, job_id: int) -> Settlement:
+        """Judge where the job's deliveries stand, in the ledger's ``session``."""
+        rows = session.scalars(
+            select(Delivery)
+            .join(ResultObject)
+            .where(ResultObject.job_pk == job_id)
+            .order_by(Delivery.id)
+        ).all()
+        open_rows = [row for row in rows if row.state in OPEN_STATES]
+        if open_rows:
+            due = min(_aware(row.next_attempt_at) for row in open_rows)
+            return StillDelivering(max(0.0, (due - utcnow()).total_seconds()))
+        dead = [row for row in rows if row.state is DeliveryState.DEAD]
+        if not dead:
+            return Delivered()
+        names = sorted({row.destination for row in dead})
+        return Undeliverable(
+            f"delivery dead-lettered: {len(dead)} object(s) to {', '.join(names)} "
+            f"after {self.settings.delivery_attempts} attempt(s); last error: "
+            f"{dead[-1].last_error}"
+        )
+
+    @staticmethod
+    def revive_dead(session: Session, job_id: int) -> int:
+        """An operator's retry: the job's dead-lettered rows start over; how many."""
+        rows = session.scalars(
+            select(Delivery)
+            .join(ResultObject)
+            .where(ResultObject.job_pk == job_id, Delivery.state == DeliveryState.DEAD)
+            .with_for_update()
+        ).all()
         now = utcnow()
-        with transaction(self.sessions) as session:
-            job = session.get_one(Job, job_id, with_for_update=True)
-            rows = session.scalars(
-                select(Delivery).join(ResultObject).where(ResultObject.job_pk == job_id)
-            ).all()
-            for result in job.results:
-                self._summarise(result)
-            if job.state is not JobState.DELIVERING:
-                return Settled(job.state, None)
-            open_rows = [row for row in rows if row.state in OPEN_STATES]
-            if open_rows:
-                due = min(_aware(row.next_attempt_at) for row in open_rows)
-                return Settled(job.state, max(0.0, (due - now).total_seconds()))
-            dead = [row for row in rows if row.state is DeliveryState.DEAD]
-            job.finished_at = now
-            if dead:
-                job.state = JobState.FAILED
-                names = sorted({row.destination for row in dead})
-                job.error = (
-                    f"delivery dead-lettered: {len(dead)} object(s) to {', '.join(names)} "
-                    f"after {self.settings.delivery_attempts} attempt(s); last error: "
-                    f"{dead[-1].last_error}"
-                )[:4000]
-            else:
-                job.state = JobState.SUCCEEDED
-                job.error = ""
-            return Settled(job.state, None)
-
-    # ---- the operator's side -------------------------------------------------
-
-    def resend_dead(self, job_id: int) -> int:
-        """Dead-lettered rows of a failed job start over; the job delivers again.
-
-        Returns the rows revived (0: the job has none, and the caller re-analyses).
-        """
-        now = utcnow()
-        with transaction(self.sessions) as session:
-            job = session.get(Job, job_id, with_for_update=True)
-            if job is None:
-                raise LookupError(f"job {job_id} does not exist")
-            rows = session.scalars(
-                select(Delivery)
-                .join(ResultObject)
-                .where(ResultObject.job_pk == job_id, Delivery.state == DeliveryState.DEAD)
-            ).all()
-            if not rows or job.state is not JobState.FAILED:
-                return 0
-            for row in rows:
-                row.state = DeliveryState.PENDING
-                row.attempts = 0
-                row.next_attempt_at = now
-                row.last_error = ""
-            job.state = JobState.DELIVERING
-            job.error = ""
-            job.finished_at = None
-            return len(rows)
+        for row in rows:
+            row.state = DeliveryState.PENDING
+            row.attempts = 0
+            row.next_attempt_at = now
+            row.last_error = ""
+        return len(rows)
 
     # ---- bookkeeping ---------------------------------------------------------
 
@@ -298,16 +299,3 @@ class Outbox:
             self.settings.delivery_backoff_max_seconds,
         )
         row.next_attempt_at = utcnow() + timedelta(seconds=wait)
-
-    @staticmethod
-    def _summarise(result: ResultObject) -> None:
-        """Keep the result's summary columns true to its rows."""
-        rows = result.deliveries
-        done = [
-            _aware(row.delivered_at)
-            for row in rows
-            if row.state is DeliveryState.DELIVERED and row.delivered_at is not None
-        ]
-        result.delivered_at = max(done) if rows and len(done) == len(rows) else None
-        errors = [row.last_error for row in rows if row.last_error]
-        result.delivery_error = errors[-1] if errors else ""

@@ -1,4 +1,4 @@
-"""Sending results to the archive by C-STORE.
+"""Sending results to a DICOM archive by C-STORE: the send of ``dicom`` destinations.
 
 One association per delivery, proposing exactly the SOP classes being sent, in the
 transfer syntax the files are encoded in (Explicit VR Little Endian for everything the
@@ -7,29 +7,22 @@ node encodes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 from pydicom import dcmread
 from pynetdicom import AE, evt
 
-from node.scp import set_tcp_nodelay
-from node.settings import DicomDestination
+from node.delivery.destinations import DicomAddress, DicomDestination
+from node.delivery.transports import DeliveryError, Outgoing, sends
+from node.network import set_tcp_nodelay
 
 
-class DeliveryError(Exception):
-    """The archive could not be reached or refused an object; the message says which."""
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    path: Path
-    sop_class_uid: str
-    sop_instance_uid: str
+@sends(DicomDestination)
+def send_by_c_store(destination: DicomDestination, files: list[Outgoing], calling_aet: str) -> None:
+    """The send of ``dicom`` destinations: every file C-STOREd, or DeliveryError."""
+    store_files(destination.ae, calling_aet, files)
 
 
 def store_files(
-    destination: DicomDestination, calling_aet: str, files: list[Outgoing], timeout: float = 30
+    destination: DicomAddress, calling_aet: str, files: list[Outgoing], timeout: float = 30
 ) -> dict[str, int]:
     """C-STORE each file; returns {SOP Instance UID: status}. Raises DeliveryError.
 
