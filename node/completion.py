@@ -2,7 +2,8 @@
 
 DICOM has no "end of series" signal on C-STORE, so completeness is a quiet period
 (AINODE_STABLE_SECONDS) after the last instance, as archives such as Orthanc do with
-their stable-age setting.
+their stable-age setting. This module only finds such series; marking them complete
+and writing their state is :mod:`node.series_state`'s.
 """
 
 from __future__ import annotations

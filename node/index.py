@@ -2,8 +2,9 @@
 
 ``InstanceHeader`` is what the receive path reads from a header (no pixel decode);
 ``index_instance`` records it in one transaction. A series that gains an instance
-goes (back) to RECEIVING, so its quiet period starts again; a duplicate of an
-instance already held replaces its file and changes nothing else.
+goes (back) to RECEIVING through :mod:`node.series_state` (the one writer of a
+series' state), so its quiet period starts again; a duplicate of an instance already
+held replaces its file and changes nothing else.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from node.db.models import Instance, Patient, Series, SeriesState, Study, utcnow
+from node import series_state
+from node.db.models import Instance, Patient, Series, Study, utcnow
 from node.db.session import SessionFactory, transaction
 from node.uids import validate_uid
 
@@ -88,7 +90,7 @@ class InstanceHeader:
         return f"{self.study_instance_uid}/{self.series_instance_uid}/{self.sop_instance_uid}.dcm"
 
 
-def _upsert(session: Session, header: InstanceHeader, size: int, calling_aet: str) -> None:
+def _patient(session: Session, header: InstanceHeader) -> Patient:
     patient = session.scalars(
         select(Patient).where(
             Patient.patient_id == header.patient_id, Patient.issuer == header.issuer
@@ -99,7 +101,10 @@ def _upsert(session: Session, header: InstanceHeader, size: int, calling_aet: st
             patient_id=header.patient_id, issuer=header.issuer, patient_name=header.patient_name
         )
         session.add(patient)
+    return patient
 
+
+def _study(session: Session, header: InstanceHeader, patient: Patient) -> Study:
     study = session.scalars(
         select(Study).where(Study.study_instance_uid == header.study_instance_uid)
     ).first()
@@ -112,11 +117,13 @@ def _upsert(session: Session, header: InstanceHeader, size: int, calling_aet: st
             study_description=header.study_description,
         )
         session.add(study)
+    return study
 
+
+def _series(session: Session, header: InstanceHeader, study: Study) -> Series:
     series = session.scalars(
         select(Series).where(Series.series_instance_uid == header.series_instance_uid)
     ).first()
-    now = utcnow()
     if series is None:
         series = Series(
             series_instance_uid=header.series_instance_uid,
@@ -129,6 +136,13 @@ def _upsert(session: Session, header: InstanceHeader, size: int, calling_aet: st
             series_number=header.series_number,
         )
         session.add(series)
+    return series
+
+
+def _upsert(session: Session, header: InstanceHeader, size: int, calling_aet: str) -> None:
+    study = _study(session, header, _patient(session, header))
+    series = _series(session, header, study)
+    now = utcnow()
     instance = session.scalars(
         select(Instance).where(Instance.sop_instance_uid == header.sop_instance_uid)
     ).first()
@@ -136,11 +150,8 @@ def _upsert(session: Session, header: InstanceHeader, size: int, calling_aet: st
         instance = Instance(sop_instance_uid=header.sop_instance_uid, series=series)
         session.add(instance)
         series.last_received_at = now
-        if series.state is not SeriesState.RECEIVING:
-            # A new instance for a series already routed: analyse it again once quiet.
-            # A duplicate of one already held changes nothing, so re-sends cost nothing.
-            series.state = SeriesState.RECEIVING
-            series.state_reason = "new instances arrived after completion"
+        # A new instance for a series already routed: analyze it again once quiet.
+        series_state.instance_added(series)
     instance.sop_class_uid = header.sop_class_uid
     instance.transfer_syntax_uid = header.transfer_syntax_uid
     instance.instance_number = header.instance_number

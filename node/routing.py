@@ -4,13 +4,14 @@ A model applies when its manifest's selection accepts the series' attributes. Ea
 (series, model) gets one job. A multimodal model (``additional_inputs``) also needs,
 for each further input, a complete series of the same study that its selection
 accepts; whichever of those series completes last creates the job. A series that
-leads to no job is marked NO_MODEL with every model's reason, so an operator sees why
+leads to no job gets NO_MODEL with every model's reason, so an operator sees why
 nothing ran.
+
+Routing creates the jobs and returns a :class:`~node.series_state.RoutingVerdict`; it
+never writes ``Series.state`` itself: :mod:`node.series_state` (the one writer) does.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -18,13 +19,7 @@ from sqlalchemy.orm import Session
 from models.manifest import ModelManifest, SeriesSelection
 from models.registry import ModelRegistry
 from node.db.models import Instance, Job, JobInput, Series, SeriesState, utcnow
-
-
-@dataclass(frozen=True)
-class RoutingDecision:
-    series_id: int
-    job_ids: list[int]
-    reason: str  # why no model applies; empty when jobs were created
+from node.series_state import INPUT_ONLY, RoutingVerdict
 
 
 def _refusal(session: Session, selection: SeriesSelection, series: Series) -> str | None:
@@ -100,15 +95,12 @@ def _create_job(
     session.add(job)
     for role, series in inputs.items():
         session.add(JobInput(job=job, series=series, role=role))
-    if primary.state is not SeriesState.ROUTED:
-        primary.state = SeriesState.ROUTED
-        primary.state_reason = ""
     return job
 
 
-def route_series(session: Session, series: Series, registry: ModelRegistry) -> RoutingDecision:
-    """Create the jobs a newly complete series makes possible (in the caller's transaction)."""
-    series.completed_at = utcnow()
+def route_series(session: Session, series: Series, registry: ModelRegistry) -> RoutingVerdict:
+    """Create the jobs a newly complete series makes possible (in the caller's transaction),
+    and say what the series' state becomes; the caller has it written by ``series_state``."""
     siblings = _complete_siblings(session, series)
     refusals: list[str] = []
     jobs: list[Job] = []
@@ -139,14 +131,10 @@ def route_series(session: Session, series: Series, registry: ModelRegistry) -> R
             continue
         refusals.append(f"{manifest.name}: {refusal}")
     if jobs or used_as_input:
-        series.state = SeriesState.ROUTED
-        series.state_reason = "" if jobs else "an additional input of a multimodal model"
-    else:
-        series.state = SeriesState.NO_MODEL
-        series.state_reason = (
-            "no model accepts this series: " + "; ".join(refusals)
-            if refusals
-            else "no model is installed"
-        )
-    session.flush()
-    return RoutingDecision(series.id, [job.id for job in jobs], series.state_reason)
+        return RoutingVerdict(routed=True, reason="" if jobs else INPUT_ONLY, jobs=tuple(jobs))
+    reason = (
+        "no model accepts this series: " + "; ".join(refusals)
+        if refusals
+        else "no model is installed"
+    )
+    return RoutingVerdict(routed=False, reason=reason, jobs=())

@@ -1,5 +1,9 @@
 """The scheduler role: completes quiet series, routes them, and reconciles the queue.
 
+Each quiet series is marked complete, routed (``node.routing`` creates its jobs and
+returns a verdict), and the verdict written (``node.series_state``, the one writer of a
+series' state), all in one transaction.
+
 It runs one loop. Jobs are created in the database first and sent to Celery after the
 commit; anything the broker lost (a Redis restart, a crash between commit and send)
 is found again by the reconciler, which re-sends jobs queued for too long.
@@ -13,6 +17,7 @@ import time
 from datetime import timedelta
 
 from models.registry import ModelRegistry
+from node import series_state
 from node.completion import SeriesCompletion
 from node.db.models import JobState, utcnow
 from node.db.session import SessionFactory, transaction
@@ -48,12 +53,16 @@ class Scheduler:
         queued: list[int] = []
         with transaction(self.sessions) as session:
             for series in self.completion.complete_series(session, utcnow()):
-                decision = route_series(session, series, self.registry)
-                if decision.job_ids:
-                    log.info("series %s -> jobs %s", series.series_instance_uid, decision.job_ids)
+                series_state.completed(series, utcnow())
+                verdict = route_series(session, series, self.registry)
+                series_state.record_routing(series, verdict)
+                session.flush()
+                job_ids = [job.id for job in verdict.jobs]
+                if job_ids:
+                    log.info("series %s -> jobs %s", series.series_instance_uid, job_ids)
                 else:
-                    log.info("series %s: %s", series.series_instance_uid, decision.reason)
-                queued.extend(decision.job_ids)
+                    log.info("series %s: %s", series.series_instance_uid, verdict.reason)
+                queued.extend(job_ids)
         for job_id in queued:
             self.queue.send_analysis(job_id)
         return queued

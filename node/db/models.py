@@ -20,12 +20,22 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
+    or_,
+    select,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes for timezone-aware columns; they were UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class Base(DeclarativeBase):
@@ -33,7 +43,10 @@ class Base(DeclarativeBase):
 
 
 class SeriesState(enum.StrEnum):
-    """Where a series stands between its first instance and its jobs."""
+    """Where a series stands between its first instance and its jobs.
+
+    Written by :mod:`node.series_state` only; every other module reads it.
+    """
 
     RECEIVING = "receiving"  # instances still arriving (quiet period not yet over)
     ROUTED = "routed"  # complete; one job created per accepting model
@@ -98,7 +111,11 @@ class Study(Base):
     first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     patient: Mapped[Patient] = relationship(back_populates="studies")
-    series: Mapped[list[Series]] = relationship(back_populates="study")
+    # Numbered series by number, unnumbered ones last; the API lists them so.
+    series: Mapped[list[Series]] = relationship(
+        back_populates="study",
+        order_by=lambda: [Series.series_number.is_(None), Series.series_number, Series.id],
+    )
 
 
 class Series(Base):
@@ -122,7 +139,7 @@ class Series(Base):
 
     study: Mapped[Study] = relationship(back_populates="series")
     instances: Mapped[list[Instance]] = relationship(back_populates="series")
-    jobs: Mapped[list[Job]] = relationship(back_populates="series")
+    jobs: Mapped[list[Job]] = relationship(back_populates="series", order_by="Job.id")
 
 
 class Instance(Base):
@@ -167,7 +184,9 @@ class Job(Base):
     series: Mapped[Series] = relationship(back_populates="jobs")
     inputs: Mapped[list[JobInput]] = relationship(back_populates="job", order_by="JobInput.id")
     steps: Mapped[list[JobStep]] = relationship(back_populates="job", order_by="JobStep.id")
-    results: Mapped[list[ResultObject]] = relationship(back_populates="job")
+    results: Mapped[list[ResultObject]] = relationship(
+        back_populates="job", order_by="ResultObject.id"
+    )
 
 
 class JobInput(Base):
@@ -207,28 +226,55 @@ class JobStep(Base):
 class ResultObject(Base):
     """A DICOM object a job produced (SEG, SR, SC), its file and its delivery.
 
-    ``delivered_at`` and ``delivery_error`` summarise the object's outbox rows
-    (``deliveries``): delivered to every destination that takes it, and the latest
-    reason one of them failed.
+    ``delivered_at`` and ``delivery_error`` are derived from the object's outbox rows
+    (``deliveries``), never stored: delivered to every destination that takes it, and
+    the latest reason one of them failed. Load ``deliveries`` with the rows
+    (``selectinload``) when listing many results.
     """
 
     __tablename__ = "result_object"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_pk: Mapped[int] = mapped_column(ForeignKey("job.id"))
-    kind: Mapped[ResultKind] = mapped_column(
-        Enum(ResultKind, native_enum=False, length=8)
-    )
+    kind: Mapped[ResultKind] = mapped_column(Enum(ResultKind, native_enum=False, length=8))
     sop_class_uid: Mapped[str] = mapped_column(_UID)
     sop_instance_uid: Mapped[str] = mapped_column(_UID, unique=True)
     path: Mapped[str] = mapped_column(Text)  # relative to the results directory
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    delivery_error: Mapped[str] = mapped_column(Text, default="")
 
     job: Mapped[Job] = relationship(back_populates="results")
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="result", order_by="Delivery.id"
     )
+
+    @property
+    def delivered_at(self) -> datetime | None:
+        """When the last destination got it, once every row is delivered; else None."""
+        rows = self.deliveries
+        if not rows or any(
+            row.state is not DeliveryState.DELIVERED or row.delivered_at is None for row in rows
+        ):
+            return None
+        return max(_as_utc(row.delivered_at) for row in rows if row.delivered_at is not None)
+
+    @property
+    def delivery_error(self) -> str:
+        """The latest reason one of its rows failed (rows in outbox order); "" if none."""
+        errors = [row.last_error for row in self.deliveries if row.last_error]
+        return errors[-1] if errors else ""
+
+    @hybrid_property
+    def delivered(self) -> bool:
+        """Delivered to every destination that takes it (usable in SQL, e.g. counts)."""
+        return self.delivered_at is not None
+
+    @delivered.inplace.expression
+    @classmethod
+    def _delivered_expression(cls) -> ColumnElement[bool]:
+        rows = select(Delivery.id).where(Delivery.result_pk == cls.id)
+        open_rows = rows.where(
+            or_(Delivery.state != DeliveryState.DELIVERED, Delivery.delivered_at.is_(None))
+        )
+        return and_(rows.exists(), ~open_rows.exists())
 
 
 class Delivery(Base):

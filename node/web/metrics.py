@@ -7,7 +7,8 @@ holding one :class:`NodeStateCollector` that counts rows when scraped:
 - ``ainode_database_up`` 1 when the counts below could be read, else 0 (and they are left out);
 - ``ainode_series{state}``, ``ainode_jobs{state}``: rows per state, every state listed;
 - ``ainode_instances_total``: instances received;
-- ``ainode_results{kind, delivered}``: result objects, delivered ``"true"`` or ``"false"``;
+- ``ainode_results{kind, delivered}``: result objects, delivered ``"true"`` (to every
+  destination that takes them, as their outbox rows say) or ``"false"``;
 - ``ainode_job_step_seconds{step, state}``: a summary (``_count``, ``_sum``) over finished
   steps (``done`` or ``failed``) that recorded their seconds; mean = sum / count.
 """
@@ -21,7 +22,7 @@ from typing import TypeVar
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,6 +33,7 @@ from node.db.models import (
     Job,
     JobState,
     JobStep,
+    ResultKind,
     ResultObject,
     Series,
     SeriesState,
@@ -40,8 +42,6 @@ from node.db.models import (
 from node.web.routes.deps import ContextDep
 
 log = logging.getLogger(__name__)
-
-RESULT_KINDS = ("SEG", "SR", "SC")
 
 K = TypeVar("K")
 
@@ -77,75 +77,88 @@ class NodeStateCollector:
         yield from families
 
     def _from_database(self, session: Session) -> Iterator[Metric]:
-        series = GaugeMetricFamily("ainode_series", "Series per state", labels=["state"])
-        counts = _counts(session, select(Series.state, func.count()).group_by(Series.state))
-        for state in SeriesState:
-            series.add_metric([state.value], counts.get(state, 0))
-        yield series
-
-        jobs = GaugeMetricFamily("ainode_jobs", "Jobs per state", labels=["state"])
-        counts = _counts(session, select(Job.state, func.count()).group_by(Job.state))
-        for job_state in JobState:
-            jobs.add_metric([job_state.value], counts.get(job_state, 0))
-        yield jobs
-
+        yield _series(session)
+        yield _jobs(session)
         instances = session.scalar(select(func.count()).select_from(Instance)) or 0
         yield GaugeMetricFamily(
             "ainode_instances_total", "DICOM instances received", value=instances
         )
+        yield _results(session)
+        yield _deliveries(session)
+        yield _step_seconds(session)
 
-        results = GaugeMetricFamily(
-            "ainode_results", "Result objects per kind and delivery", labels=["kind", "delivered"]
-        )
-        # count(column) skips NULLs, so it counts the delivered ones.
-        by_kind = {
-            kind: (total, delivered)
-            for kind, total, delivered in session.execute(
-                select(
-                    ResultObject.kind, func.count(), func.count(ResultObject.delivered_at)
-                ).group_by(ResultObject.kind)
-            )
-        }
-        for kind in sorted(set(RESULT_KINDS) | set(by_kind)):
-            total, delivered = by_kind.get(kind, (0, 0))
-            results.add_metric([kind, "true"], delivered)
-            results.add_metric([kind, "false"], total - delivered)
-        yield results
 
-        deliveries = GaugeMetricFamily(
-            "ainode_deliveries",
-            "Outbox rows (result x destination) per destination and state; alert on dead",
-            labels=["destination", "state"],
-        )
-        rows = session.execute(
-            select(Delivery.destination, Delivery.state, func.count())
-            .group_by(Delivery.destination, Delivery.state)
-            .order_by(Delivery.destination)
-        ).all()
-        by_destination: dict[str, dict[DeliveryState, int]] = {}
-        for destination, delivery_state, count in rows:
-            by_destination.setdefault(destination, {})[delivery_state] = count
-        for destination, states in by_destination.items():
-            for delivery_state in DeliveryState:
-                deliveries.add_metric(
-                    [destination, delivery_state.value], states.get(delivery_state, 0)
-                )
-        yield deliveries
+def _series(session: Session) -> Metric:
+    family = GaugeMetricFamily("ainode_series", "Series per state", labels=["state"])
+    counts = _counts(session, select(Series.state, func.count()).group_by(Series.state))
+    for state in SeriesState:
+        family.add_metric([state.value], counts.get(state, 0))
+    return family
 
-        steps = SummaryMetricFamily(
-            "ainode_job_step_seconds",
-            "Seconds per finished pipeline step (mean = _sum / _count)",
-            labels=["step", "state"],
+
+def _jobs(session: Session) -> Metric:
+    family = GaugeMetricFamily("ainode_jobs", "Jobs per state", labels=["state"])
+    counts = _counts(session, select(Job.state, func.count()).group_by(Job.state))
+    for state in JobState:
+        family.add_metric([state.value], counts.get(state, 0))
+    return family
+
+
+def _results(session: Session) -> Metric:
+    family = GaugeMetricFamily(
+        "ainode_results", "Result objects per kind and delivery", labels=["kind", "delivered"]
+    )
+    # count() skips NULLs, and the case is NULL for an object not yet delivered everywhere.
+    by_kind = {
+        str(kind): (total, delivered)
+        for kind, total, delivered in session.execute(
+            select(
+                ResultObject.kind, func.count(), func.count(case((ResultObject.delivered, 1)))
+            ).group_by(ResultObject.kind)
         )
-        rows = session.execute(
-            select(JobStep.name, JobStep.state, func.count(), func.sum(JobStep.seconds))
-            .where(JobStep.seconds.is_not(None), JobStep.state != StepState.RUNNING)
-            .group_by(JobStep.name, JobStep.state)
-            .order_by(JobStep.name, JobStep.state)
-        )
-        for name, step_state, count, total in rows:
-            steps.add_metric([name, step_state.value], count_value=count, sum_value=total or 0.0)
-        yield steps
+    }
+    for kind in sorted({str(k) for k in ResultKind} | set(by_kind)):
+        total, delivered = by_kind.get(kind, (0, 0))
+        family.add_metric([kind, "true"], delivered)
+        family.add_metric([kind, "false"], total - delivered)
+    return family
+
+
+def _deliveries(session: Session) -> Metric:
+    family = GaugeMetricFamily(
+        "ainode_deliveries",
+        "Outbox rows (result x destination) per destination and state; alert on dead",
+        labels=["destination", "state"],
+    )
+    rows = session.execute(
+        select(Delivery.destination, Delivery.state, func.count())
+        .group_by(Delivery.destination, Delivery.state)
+        .order_by(Delivery.destination)
+    ).all()
+    by_destination: dict[str, dict[DeliveryState, int]] = {}
+    for destination, delivery_state, count in rows:
+        by_destination.setdefault(destination, {})[delivery_state] = count
+    for destination, states in by_destination.items():
+        for delivery_state in DeliveryState:
+            family.add_metric([destination, delivery_state.value], states.get(delivery_state, 0))
+    return family
+
+
+def _step_seconds(session: Session) -> Metric:
+    family = SummaryMetricFamily(
+        "ainode_job_step_seconds",
+        "Seconds per finished pipeline step (mean = _sum / _count)",
+        labels=["step", "state"],
+    )
+    rows = session.execute(
+        select(JobStep.name, JobStep.state, func.count(), func.sum(JobStep.seconds))
+        .where(JobStep.seconds.is_not(None), JobStep.state != StepState.RUNNING)
+        .group_by(JobStep.name, JobStep.state)
+        .order_by(JobStep.name, JobStep.state)
+    )
+    for name, step_state, count, total in rows:
+        family.add_metric([name, step_state.value], count_value=count, sum_value=total or 0.0)
+    return family
 
 
 def make_registry(sessions: sessionmaker[Session]) -> CollectorRegistry:

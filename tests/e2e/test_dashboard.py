@@ -159,7 +159,6 @@ def seed(sessions: sessionmaker[Session]) -> dict[str, int]:
                 sop_class_uid="1.2.840.10008.5.1.4.1.1.66.4",
                 sop_instance_uid="2.25.77",
                 path="seg.dcm",
-                delivered_at=T0 + timedelta(minutes=3),
                 deliveries=[
                     Delivery(
                         destination="pacs",
@@ -177,7 +176,6 @@ def seed(sessions: sessionmaker[Session]) -> dict[str, int]:
                 sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
                 sop_instance_uid="2.25.78",
                 path="sr.dcm",
-                delivery_error="HTTP 503 <b>busy</b>",
                 deliveries=[
                     Delivery(
                         destination="viewer",

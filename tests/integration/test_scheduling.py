@@ -17,12 +17,13 @@ from models.registry import ModelPackage, ModelRegistry
 from node.db.migrate import upgrade_to_head
 from node.db.models import Job, JobState, Series, SeriesState, utcnow
 from node.db.session import SessionFactory, make_engine, make_session_factory
+from node.delivery.outbox import Outbox
 from node.index import InstanceHeader, index_instance
 from node.jobs.celery_app import make_celery
 from node.jobs.contracts import GPU_QUEUE
 from node.jobs.ledger import JobLedger
-from node.jobs.outbox import Outbox
 from node.jobs.queue import JobQueue
+from node.jobs.retry import JobRetry
 from node.scheduler import Scheduler
 from node.settings import Settings
 from tests.node_process import wait_for
@@ -65,11 +66,7 @@ def scheduler(tmp_path: Path, sessions: SessionFactory, machine_redis_url: str) 
         ]
     )
     ledger = JobLedger(sessions)
-    queue = JobQueue(
-        make_celery(machine_redis_url, settings.visibility_timeout_seconds),
-        ledger,
-        Outbox(sessions, settings),
-    )
+    queue = JobQueue(make_celery(machine_redis_url, settings.visibility_timeout_seconds), ledger)
     return Scheduler(settings, sessions, registry, queue, ledger)
 
 
@@ -144,7 +141,8 @@ def test_job_lifecycle_and_retry(scheduler: Scheduler, sessions: SessionFactory)
         raise RuntimeError("no pixel data")
     ledger.fail(job_id, "no pixel data")
     assert ledger.start(job_id, LOST) is None  # a failed job is not taken again by a stray message
-    scheduler.queue.retry(job_id)
+    retry = JobRetry(ledger, Outbox(sessions, scheduler.settings), scheduler.queue)
+    retry(job_id)  # no dead deliveries: analysed again
     assert ledger.state_of(job_id) is JobState.QUEUED
     assert ledger.start(job_id, LOST) == 2
     with sessions() as session:
@@ -176,11 +174,7 @@ def multimodal(tmp_path: Path, sessions: SessionFactory, machine_redis_url: str)
     settings = Settings(data_dir=tmp_path, stable_seconds=0)
     ledger = JobLedger(sessions)
     registry = ModelRegistry(packages=[ModelPackage(tmp_path / "m", multimodal_manifest())])
-    queue = JobQueue(
-        make_celery(machine_redis_url, settings.visibility_timeout_seconds),
-        ledger,
-        Outbox(sessions, settings),
-    )
+    queue = JobQueue(make_celery(machine_redis_url, settings.visibility_timeout_seconds), ledger)
     return Scheduler(settings, sessions, registry, queue, ledger)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import selectinload
 
 from node.db.models import Delivery, DeliveryState, ResultObject
 from node.web.routes.deps import SessionDep
-from node.web.routes.schemas import OutboxRowOut, delivery_fields
+from node.web.routes.schemas import OutboxRowOut
 
 router = APIRouter(tags=["deliveries"])
 
@@ -35,12 +35,4 @@ def list_deliveries(
         query = query.where(Delivery.state.in_(state))
     if destination:
         query = query.where(Delivery.destination == destination)
-    return [
-        OutboxRowOut(
-            job_id=row.result.job_pk,
-            kind=row.result.kind,
-            sop_instance_uid=row.result.sop_instance_uid,
-            **delivery_fields(row),
-        )
-        for row in session.scalars(query)
-    ]
+    return [OutboxRowOut.model_validate(row) for row in session.scalars(query)]

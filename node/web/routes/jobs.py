@@ -16,15 +16,7 @@ from sqlalchemy.sql import Select
 
 from node.db.models import Job, JobState, ResultObject, Series
 from node.web.routes.deps import RetryJobDep, SessionDep
-from node.web.routes.schemas import (
-    DeliveryOut,
-    ErrorOut,
-    JobOut,
-    ResultOut,
-    RetryOut,
-    StepOut,
-    delivery_fields,
-)
+from node.web.routes.schemas import ErrorOut, JobOut, RetryOut
 
 router = APIRouter(tags=["jobs"])
 
@@ -33,50 +25,9 @@ def _job_query() -> Select[tuple[Job]]:
     return select(Job).options(
         selectinload(Job.series).selectinload(Series.study),
         selectinload(Job.steps),
+        # A result's delivered_at and delivery_error are read from its deliveries:
+        # loaded here in one query for every listed job, not one per result.
         selectinload(Job.results).selectinload(ResultObject.deliveries),
-    )
-
-
-def _job_out(job: Job) -> JobOut:
-    latest = max((step.attempt for step in job.steps), default=None)
-    return JobOut(
-        id=job.id,
-        study_instance_uid=job.series.study.study_instance_uid,
-        series_instance_uid=job.series.series_instance_uid,
-        modality=job.series.modality,
-        series_description=job.series.series_description,
-        model_name=job.model_name,
-        model_version=job.model_version,
-        state=job.state,
-        error=job.error,
-        attempts=job.attempts,
-        created_at=job.created_at,
-        enqueued_at=job.enqueued_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        findings=job.findings,
-        steps=[
-            StepOut(
-                attempt=step.attempt,
-                name=step.name,
-                state=step.state,
-                started_at=step.started_at,
-                seconds=step.seconds,
-                detail=step.detail,
-            )
-            for step in job.steps
-            if step.attempt == latest
-        ],
-        results=[
-            ResultOut(
-                kind=result.kind,
-                sop_instance_uid=result.sop_instance_uid,
-                delivered_at=result.delivered_at,
-                delivery_error=result.delivery_error,
-                deliveries=[DeliveryOut(**delivery_fields(row)) for row in result.deliveries],
-            )
-            for result in sorted(job.results, key=lambda result: result.id)
-        ],
     )
 
 
@@ -97,12 +48,12 @@ def list_jobs(
     query = _job_query().order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
     if state:
         query = query.where(Job.state.in_(state))
-    return [_job_out(job) for job in session.scalars(query).all()]
+    return [JobOut.model_validate(job) for job in session.scalars(query).all()]
 
 
 @router.get("/jobs/{job_id}", responses={404: {"model": ErrorOut}})
 def read_job(session: SessionDep, job_id: int) -> JobOut:
-    return _job_out(_load_job(session, job_id))
+    return JobOut.model_validate(_load_job(session, job_id))
 
 
 @router.post(
@@ -126,4 +77,4 @@ def retry_job(session: SessionDep, retry: RetryJobDep, job_id: int) -> RetryOut:
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
-    return RetryOut(id=job.id, state=job.state)
+    return RetryOut.model_validate(job)

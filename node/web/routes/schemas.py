@@ -1,17 +1,30 @@
-"""The JSON shapes the API answers with.
+"""The JSON shapes the API answers with, validated from the node's rows.
 
-Times are ISO 8601 in UTC. SQLite hands back naive datetimes for timezone-aware
-columns; they were written as UTC, so they are marked as UTC here.
+Each model reads its fields from an ORM row (``model_config = from_attributes``), so a
+route answers ``JobOut.model_validate(job)``; where a field's name differs from the
+row's, ``validation_alias`` says where it comes from. Times are ISO 8601 in UTC.
+SQLite hands back naive datetimes for timezone-aware columns; they were written as
+UTC, so they are marked as UTC here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel
+from pydantic import (
+    AfterValidator,
+    AliasPath,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from node.db.models import Delivery, DeliveryState, JobState, SeriesState, StepState
+from node.db.models import DeliveryState, JobState, ResultKind, SeriesState, StepState
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -22,34 +35,43 @@ def _as_utc(value: datetime) -> datetime:
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
+INSTANCE_COUNTS = "instance_counts"
+"""The validation context key of ``{series id: instances}`` (counted in one query)."""
 
-class DestinationOut(BaseModel):
-    """Where results go (the configured destinations)."""
+
+class RowOut(BaseModel):
+    """A shape read from the attributes of a row (or of the settings)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class DestinationOut(RowOut):
+    """Where results go (a configured destination; its HTTP headers are never shown)."""
 
     name: str
     address: str  # AET@host:port (DICOM) or the DICOMweb root (STOW-RS)
-    transport: str  # "dicom" or "stow"
+    transport: str = Field(validation_alias="type")  # "dicom" or "stow"
     kinds: list[str]
     models: list[str]  # empty: every model
-    storage_commitment: bool
+    storage_commitment: bool = False  # a DICOM destination's; the others have none
 
 
-class NodeOut(BaseModel):
-    """Who this node is on the DICOM network, and where its results go."""
+class NodeOut(RowOut):
+    """Who this node is on the DICOM network, and where its results go (from the settings)."""
 
     ae_title: str
     dicom_port: int
     archive: str | None
-    destinations: list[DestinationOut]
+    destinations: list[DestinationOut] = Field(validation_alias="all_destinations")
 
 
-class PatientOut(BaseModel):
+class PatientOut(RowOut):
     patient_id: str
     issuer: str
-    name: str
+    name: str = Field(validation_alias="patient_name")
 
 
-class SeriesJobOut(BaseModel):
+class SeriesJobOut(RowOut):
     """A job as listed under its series."""
 
     id: int
@@ -58,33 +80,44 @@ class SeriesJobOut(BaseModel):
     state: JobState
 
 
-class SeriesOut(BaseModel):
+class SeriesOut(RowOut):
+    """A series; ``instances`` comes from the validation context (``INSTANCE_COUNTS``)."""
+
     id: int
     series_instance_uid: str
     series_number: int | None
     modality: str
     body_part_examined: str
-    description: str
-    instances: int
+    description: str = Field(validation_alias="series_description")
+    # Not read from the row, whose ``instances`` would load every instance: counted for
+    # all the listed series in one query and passed in the context (INSTANCE_COUNTS).
+    instances: int = Field(default=0, validation_alias="instance_count")
     state: SeriesState
     state_reason: str
     last_received_at: UtcDatetime
     completed_at: UtcDatetime | None
-    jobs: list[SeriesJobOut]
+    jobs: list[SeriesJobOut]  # by id (the relationship's order)
+
+    @model_validator(mode="after")
+    def _count_instances(self, info: ValidationInfo) -> SeriesOut:
+        counts = (info.context or {}).get(INSTANCE_COUNTS)
+        if counts is not None:
+            self.instances = counts.get(self.id, 0)
+        return self
 
 
-class StudyOut(BaseModel):
+class StudyOut(RowOut):
     id: int
     study_instance_uid: str
     study_date: str
     accession_number: str
-    description: str
+    description: str = Field(validation_alias="study_description")
     first_received_at: UtcDatetime
     patient: PatientOut
-    series: list[SeriesOut]
+    series: list[SeriesOut]  # by series number, unnumbered last (the relationship's order)
 
 
-class StepOut(BaseModel):
+class StepOut(RowOut):
     """One pipeline step of the job's latest attempt."""
 
     attempt: int
@@ -95,7 +128,7 @@ class StepOut(BaseModel):
     detail: str
 
 
-class DeliveryOut(BaseModel):
+class DeliveryOut(RowOut):
     """One result's way to one destination (a row of the outbox)."""
 
     destination: str
@@ -106,42 +139,38 @@ class DeliveryOut(BaseModel):
     stored_at: UtcDatetime | None
     delivered_at: UtcDatetime | None  # stored, and committed where the destination asks
 
-
-def delivery_fields(row: Delivery) -> dict[str, Any]:
-    """A ``DeliveryOut``'s fields from an outbox row (the next attempt only when pending)."""
-    return {
-        "destination": row.destination,
-        "state": row.state,
-        "attempts": row.attempts,
-        "next_attempt_at": row.next_attempt_at if row.state is DeliveryState.PENDING else None,
-        "last_error": row.last_error,
-        "stored_at": row.stored_at,
-        "delivered_at": row.delivered_at,
-    }
+    @model_validator(mode="after")
+    def _next_attempt_when_pending(self) -> DeliveryOut:
+        # Otherwise the column holds a claim or commitment deadline, not an attempt.
+        if self.state is not DeliveryState.PENDING:
+            self.next_attempt_at = None
+        return self
 
 
 class OutboxRowOut(DeliveryOut):
     """An outbox row with the result and job it belongs to (``/api/deliveries``)."""
 
-    job_id: int
-    kind: str
-    sop_instance_uid: str
+    job_id: int = Field(validation_alias=AliasPath("result", "job_pk"))
+    kind: ResultKind = Field(validation_alias=AliasPath("result", "kind"))
+    sop_instance_uid: str = Field(validation_alias=AliasPath("result", "sop_instance_uid"))
 
 
-class ResultOut(BaseModel):
-    kind: str
+class ResultOut(RowOut):
+    kind: ResultKind
     sop_instance_uid: str
     delivered_at: UtcDatetime | None  # delivered to every destination that takes it
-    delivery_error: str
+    delivery_error: str  # the latest reason one of its deliveries failed
     deliveries: list[DeliveryOut]
 
 
-class JobOut(BaseModel):
+class JobOut(RowOut):
     id: int
-    study_instance_uid: str
-    series_instance_uid: str
-    modality: str
-    series_description: str
+    study_instance_uid: str = Field(
+        validation_alias=AliasPath("series", "study", "study_instance_uid")
+    )
+    series_instance_uid: str = Field(validation_alias=AliasPath("series", "series_instance_uid"))
+    modality: str = Field(validation_alias=AliasPath("series", "modality"))
+    series_description: str = Field(validation_alias=AliasPath("series", "series_description"))
     model_name: str
     model_version: str
     state: JobState
@@ -152,11 +181,20 @@ class JobOut(BaseModel):
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
     findings: Any
-    steps: list[StepOut]
-    results: list[ResultOut]
+    steps: list[StepOut]  # the latest attempt's only
+    results: list[ResultOut]  # by id (the relationship's order)
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _latest_attempt(cls, steps: Sequence[Any]) -> list[Any]:
+        def attempt(step: Any) -> int:
+            return step["attempt"] if isinstance(step, dict) else step.attempt
+
+        latest = max((attempt(step) for step in steps), default=None)
+        return [step for step in steps if attempt(step) == latest]
 
 
-class RetryOut(BaseModel):
+class RetryOut(RowOut):
     """The job's state as read back right after the retry was accepted."""
 
     id: int
