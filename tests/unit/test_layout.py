@@ -187,6 +187,18 @@ def test_no_module_over_400_lines() -> None:
     assert not over, f"modules over {MAX_LINES} lines:\n" + "\n".join(over)
 
 
+def test_no_two_modules_share_a_name() -> None:
+    # A reader looking for "temporal.py" should find one room, not two in different
+    # folders; packages' __init__ files are the exception by nature.
+    packages = [p for p in SIZED if (ROOT / p).is_dir()]
+    by_name: dict[str, list[str]] = {}
+    for path in module_files(ROOT, packages).values():
+        if path.name != "__init__.py":
+            by_name.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    shared = sorted(f"{name}: {', '.join(sorted(p))}" for name, p in by_name.items() if len(p) > 1)
+    assert not shared, "modules with the same name:\n" + "\n".join(shared)
+
+
 # ---- the checks can fail -------------------------------------------------------------
 
 
