@@ -10,36 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import SimpleITK as sitk
 
 from models.manifest import SeriesInput
 from workers.errors import SeriesNotAnalysable
-from workers.preprocessing.bias import to_image
-from workers.preprocessing.registration import register
+from workers.preprocessing.registration import register, resample
 from workers.volume import Volume
 
 
 def resample_onto(moving: Volume, fixed: Volume) -> Volume:
     """``moving`` on ``fixed``'s grid with no motion assumed (identity transform)."""
-    fixed_image = to_image(fixed.voxels, fixed)
-    resampled = sitk.Resample(
-        to_image(moving.voxels, moving),
-        fixed_image,
-        sitk.Transform(3, sitk.sitkIdentity),
-        sitk.sitkLinear,
-        float(moving.voxels.min()),
-    )
-    return Volume(
-        voxels=sitk.GetArrayFromImage(resampled).astype(np.float32, copy=False),
-        spacing=fixed.spacing,
-        origin=np.array(fixed.origin, dtype=np.float64),
-        row_direction=np.array(fixed.row_direction, dtype=np.float64),
-        column_direction=np.array(fixed.column_direction, dtype=np.float64),
-        slice_direction=np.array(fixed.slice_direction, dtype=np.float64),
-        datasets=fixed.datasets,
-        frame_numbers=fixed.frame_numbers,
-    )
+    return resample(moving, fixed, sitk.Transform(3, sitk.sitkIdentity))
 
 
 def align_inputs(

@@ -1,4 +1,5 @@
-"""Fixtures of the web API tests (``test_web_*``): the seeded app over SQLite, then PostgreSQL."""
+"""Fixtures the integration tests share: the web API tests' seeded app (over SQLite, then
+PostgreSQL), and the encoder tests' sphere series with its SEG and SR encoded once per module."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.encoding import Encoded, Series, encode, segmentation_manifest, sphere_series
 from tests.web_node import Node, served_node
 
 
@@ -23,3 +25,15 @@ def node(database_url: str, tmp_path: Path) -> Iterator[Node]:
     """The web app over a freshly seeded database (``tests.web_node.seed``)."""
     with served_node(database_url, tmp_path) as served:
         yield served
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory: pytest.TempPathFactory) -> Series:
+    return sphere_series(tmp_path_factory.mktemp("ct"))
+
+
+@pytest.fixture(scope="module")
+def encoded(series: Series, tmp_path_factory: pytest.TempPathFactory) -> Encoded:
+    return encode(
+        series, segmentation_manifest(), series.labels, tmp_path_factory.mktemp("results")
+    )

@@ -20,7 +20,6 @@ from tests.encoding import (
     encode,
     run_tool,
     segmentation_manifest,
-    sphere_series,
     to_bytes,
 )
 from tests.factories import make_ct_series, write_series
@@ -28,18 +27,6 @@ from workers.encode.seg import encode_segmentation
 from workers.encode.sr import encode_report
 from workers.load.series import load_series
 from workers.volume import ModelOutput
-
-
-@pytest.fixture(scope="module")
-def series(tmp_path_factory: pytest.TempPathFactory) -> Series:
-    return sphere_series(tmp_path_factory.mktemp("ct"))
-
-
-@pytest.fixture(scope="module")
-def encoded(series: Series, tmp_path_factory: pytest.TempPathFactory) -> Encoded:
-    return encode(
-        series, segmentation_manifest(), series.labels, tmp_path_factory.mktemp("results")
-    )
 
 
 def test_source_seg_and_sr_are_consistent_entities(series: Series, encoded: Encoded) -> None:

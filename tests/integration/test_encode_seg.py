@@ -22,7 +22,6 @@ from tests.encoding import (
     assert_valid_iod,
     encode,
     segmentation_manifest,
-    sphere_series,
     to_bytes,
 )
 from tests.factories import ANATOMY, LUNG, fake_manifest, make_ct_series, write_series
@@ -32,18 +31,6 @@ from workers.encode.sr import encode_report
 from workers.errors import EncodingError
 from workers.load.series import load_series
 from workers.volume import ModelOutput, Volume
-
-
-@pytest.fixture(scope="module")
-def series(tmp_path_factory: pytest.TempPathFactory) -> Series:
-    return sphere_series(tmp_path_factory.mktemp("ct"))
-
-
-@pytest.fixture(scope="module")
-def encoded(series: Series, tmp_path_factory: pytest.TempPathFactory) -> Encoded:
-    return encode(
-        series, segmentation_manifest(), series.labels, tmp_path_factory.mktemp("results")
-    )
 
 
 def test_seg_passes_dciodvfy(encoded: Encoded) -> None:

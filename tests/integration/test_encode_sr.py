@@ -26,7 +26,6 @@ from tests.encoding import (
     encode,
     run_tool,
     segmentation_manifest,
-    sphere_series,
     to_bytes,
 )
 from tests.factories import MASS
@@ -35,18 +34,6 @@ from workers.encode.identity import ResultUIDs, class_tracking_uid
 from workers.encode.sr import encode_report
 from workers.errors import EncodingError
 from workers.volume import ModelOutput
-
-
-@pytest.fixture(scope="module")
-def series(tmp_path_factory: pytest.TempPathFactory) -> Series:
-    return sphere_series(tmp_path_factory.mktemp("ct"))
-
-
-@pytest.fixture(scope="module")
-def encoded(series: Series, tmp_path_factory: pytest.TempPathFactory) -> Encoded:
-    return encode(
-        series, segmentation_manifest(), series.labels, tmp_path_factory.mktemp("results")
-    )
 
 
 def test_sr_passes_dciodvfy(encoded: Encoded) -> None:

@@ -21,6 +21,28 @@ from workers.volume import Volume
 _SAMPLING_SEED = 20240102
 
 
+def resample(moving: Volume, fixed: Volume, transform: sitk.Transform) -> Volume:
+    """``moving`` on ``fixed``'s grid (and with its headers), through ``transform``
+    (fixed patient coordinates to moving ones); linear, outside filled with its minimum."""
+    resampled = sitk.Resample(
+        to_image(moving.voxels, moving),
+        to_image(fixed.voxels, fixed),
+        transform,
+        sitk.sitkLinear,
+        float(moving.voxels.min()),
+    )
+    return Volume(
+        voxels=sitk.GetArrayFromImage(resampled).astype(np.float32, copy=False),
+        spacing=fixed.spacing,
+        origin=np.array(fixed.origin, dtype=np.float64),
+        row_direction=np.array(fixed.row_direction, dtype=np.float64),
+        column_direction=np.array(fixed.column_direction, dtype=np.float64),
+        slice_direction=np.array(fixed.slice_direction, dtype=np.float64),
+        datasets=fixed.datasets,
+        frame_numbers=fixed.frame_numbers,
+    )
+
+
 @dataclass
 class Registered:
     """``volume``: the moving series on the fixed series' grid (and its headers).
@@ -77,18 +99,5 @@ def register(
         found = method.Execute(fixed_image, moving_image)
     except RuntimeError as exc:
         raise AnalysisError(f"registration failed: {exc}") from exc
-    resampled = sitk.Resample(
-        moving_image, fixed_image, found, sitk.sitkLinear, float(moving.voxels.min())
-    )
-    voxels = sitk.GetArrayFromImage(resampled).astype(np.float32, copy=False)
-    volume = Volume(
-        voxels=voxels,
-        spacing=fixed.spacing,
-        origin=np.array(fixed.origin, dtype=np.float64),
-        row_direction=np.array(fixed.row_direction, dtype=np.float64),
-        column_direction=np.array(fixed.column_direction, dtype=np.float64),
-        slice_direction=np.array(fixed.slice_direction, dtype=np.float64),
-        datasets=fixed.datasets,
-        frame_numbers=fixed.frame_numbers,
-    )
+    volume = resample(moving, fixed, found)
     return Registered(volume=volume, transform=found, metric=float(method.GetMetricValue()))
