@@ -1,73 +1,12 @@
-"""Settings parsing and the node's UID rules."""
+"""Destinations (``node.delivery.destinations``): kinds told apart by type, and their rules."""
 
 from __future__ import annotations
-
-import dataclasses
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from node.delivery.destinations import DicomAddress, DicomDestination, StowDestination
 from node.settings import Settings
-from node.uids import InvalidUID, derive_uid, validate_uid
-from workers.encode.identity import ResultUIDs
-
-
-def test_settings_from_environment_file_and_arguments(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    config = tmp_path / "node.yaml"
-    config.write_text("ae_title: FROMFILE\nstable_seconds: 12\nhttp_port: 9000\n")
-    monkeypatch.setenv("AINODE_HTTP_PORT", "9100")
-    monkeypatch.setenv("AINODE_ALLOWED_CALLING_AETS", "CT1, PACS")
-    settings = Settings.load(config, stable_seconds=3)
-    assert settings.ae_title == "FROMFILE"  # file
-    assert settings.http_port == 9100  # environment beats the file
-    assert settings.stable_seconds == 3  # arguments beat both
-    assert settings.allowed_calling_aets == ["CT1", "PACS"]
-    # What a child process needs to rebuild the same settings.
-    env = settings.worker_environment()
-    assert env["AINODE_AE_TITLE"] == "FROMFILE" and env["AINODE_HTTP_PORT"] == "9100"
-
-
-def test_settings_refuse_bad_values() -> None:
-    with pytest.raises(ValidationError, match="AE title"):
-        Settings(ae_title="WAY_TOO_LONG_AE_TITLE")
-    with pytest.raises(ValidationError, match="AET@host:port"):
-        Settings(archive="orthanc:4242")
-    assert Settings(archive="ORTHANC@pacs.local:4242").archive_destination == DicomAddress(
-        ae_title="ORTHANC", host="pacs.local", port=4242
-    )
-
-
-@pytest.mark.parametrize(
-    "bad", ["", "1.2.03", "1..2", "../etc/passwd", "1.2.a", "1." + "2" * 70, None, "1.2/3"]
-)
-def test_invalid_uids_are_refused(bad: object) -> None:
-    with pytest.raises(InvalidUID):
-        validate_uid(bad)
-
-
-def test_valid_uid_loses_its_padding() -> None:
-    assert validate_uid("1.2.840.10008.1.2\x00") == "1.2.840.10008.1.2"
-
-
-def test_derived_uids_are_deterministic_valid_and_distinct() -> None:
-    sources = ["1.2.3.4", "1.2.3.5", "1.2.3.6"]
-    first = ResultUIDs.of_job(sources, "model", "1.0.0")
-    # The order instances arrived in does not matter; the model version does.
-    assert first == ResultUIDs.of_job(list(reversed(sources)), "model", "1.0.0")
-    assert first != ResultUIDs.of_job(sources, "model", "1.0.1")
-    uids = [*dataclasses.astuple(first), first.sc_image(0), first.sc_image(1)]
-    assert len(set(uids)) == len(uids) == 8
-    for uid in uids:
-        assert validate_uid(uid) == uid and uid.startswith("2.25.")
-    # Results already in archives keep their UIDs: the derivation inputs are fixed.
-    assert first.sc_instance == derive_uid(
-        "ainode-result", "model", "1.0.0", sources, "overlay-instance"
-    )
-    assert derive_uid("a", "b") != derive_uid("ab")
 
 
 def test_destinations_from_the_environment_and_their_rules(
