@@ -1,17 +1,30 @@
 """The instance index: Patient/Study/Series/Instance rows for what the spool holds.
 
 ``InstanceHeader`` is what the receive path reads from a header (no pixel decode);
-``index_instance`` records it in one transaction. A series that gains an instance
-goes (back) to RECEIVING through :mod:`node.series_state` (the one writer of a
-series' state), so its quiet period starts again; a duplicate of an instance already
-held replaces its file and changes nothing else.
+``index_instance`` decides what a received instance is (new, an identical resend, a
+changed resend, or a conflict with what is held) and records it in one transaction,
+placing its file (through the caller's ``place``) before the row commits. A series
+that gains an instance goes (back) to RECEIVING through :mod:`node.series_state` (the
+one writer of a series' state), so its quiet period starts again.
+
+A known SOP Instance UID is handled as dcm4chee-arc-light does (StoreServiceEJB
+``updateDB``): an equal digest is ignored, other content follows the overwrite policy
+(``AINODE_DUPLICATE_POLICY``), and an instance never moves to another series, study
+or patient: that is refused, as dcm4chee refuses a study mismatch (its
+``STUDY_MISMATCH``, a C8xx failure) and a conflicting Patient ID
+(``CONFLICTING_PID_NOT_ACCEPTED``). Patient attributes that disagree within a study
+are flagged on the study, never overwritten.
 """
 
 from __future__ import annotations
 
+import enum
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydicom import Dataset
+from pydicom.multival import MultiValue
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -21,12 +34,16 @@ from node.db.models import Instance, Patient, Series, Study, utcnow
 from node.db.session import SessionFactory, transaction
 from node.uids import validate_uid
 
+log = logging.getLogger(__name__)
+
 
 def _text(ds: Dataset, keyword: str, limit: int) -> str:
     value = ds.get(keyword, "")
     if value is None:
         return ""
-    if not isinstance(value, str) and hasattr(value, "__iter__"):
+    # As DICOM writes them: values joined by backslash; a PersonName is one value
+    # (iterating it would yield its characters).
+    if isinstance(value, MultiValue | list | tuple):
         value = "\\".join(str(v) for v in value)
     return str(value).strip()[:limit]
 
@@ -51,6 +68,8 @@ class InstanceHeader:
     patient_id: str
     issuer: str
     patient_name: str
+    birth_date: str
+    sex: str
     study_date: str
     accession_number: str
     study_description: str
@@ -73,6 +92,8 @@ class InstanceHeader:
             patient_id=_text(ds, "PatientID", 64),
             issuer=_text(ds, "IssuerOfPatientID", 64),
             patient_name=_text(ds, "PatientName", 324),
+            birth_date=_text(ds, "PatientBirthDate", 8),
+            sex=_text(ds, "PatientSex", 16),
             study_date=_text(ds, "StudyDate", 8),
             accession_number=_text(ds, "AccessionNumber", 16),
             study_description=_text(ds, "StudyDescription", 64),
@@ -90,6 +111,39 @@ class InstanceHeader:
         return f"{self.study_instance_uid}/{self.series_instance_uid}/{self.sop_instance_uid}.dcm"
 
 
+class Outcome(enum.StrEnum):
+    """What a received instance turned out to be; every one is a C-STORE success."""
+
+    STORED = "stored"  # new: file kept, row written
+    IDENTICAL = "identical"  # same UID, same digest: nothing changes
+    KEPT_FIRST = "kept_first"  # same UID, other content, policy keep_first: discarded
+    REPLACED = "replaced"  # same UID, other content, policy replace: series re-opened
+
+
+class IdentityConflict(Exception):
+    """The instance contradicts what is held (another series, study or patient)."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """What the receive path knows about the bytes, beyond the header."""
+
+    size: int
+    digest: str
+    calling_aet: str
+    duplicate_policy: str  # "keep_first" or "replace"
+
+
+# Patient attributes a study's instances must agree on: (header field, row field, keyword).
+_PATIENT_ATTRIBUTES = (
+    ("patient_id", "patient_id", "PatientID"),
+    ("issuer", "issuer", "IssuerOfPatientID"),
+    ("patient_name", "patient_name", "PatientName"),
+    ("birth_date", "birth_date", "PatientBirthDate"),
+    ("sex", "sex", "PatientSex"),
+)
+
+
 def _patient(session: Session, header: InstanceHeader) -> Patient:
     patient = session.scalars(
         select(Patient).where(
@@ -98,80 +152,184 @@ def _patient(session: Session, header: InstanceHeader) -> Patient:
     ).first()
     if patient is None:
         patient = Patient(
-            patient_id=header.patient_id, issuer=header.issuer, patient_name=header.patient_name
+            patient_id=header.patient_id,
+            issuer=header.issuer,
+            patient_name=header.patient_name,
+            birth_date=header.birth_date,
+            sex=header.sex,
         )
         session.add(patient)
     return patient
 
 
-def _study(session: Session, header: InstanceHeader, patient: Patient) -> Study:
+def _flag_patient_conflicts(study: Study, header: InstanceHeader) -> None:
+    """Note on the study every patient attribute this instance gives differently."""
+    lines = [line for line in study.patient_conflicts.splitlines() if line]
+    for field, column, keyword in _PATIENT_ATTRIBUTES:
+        kept, received = getattr(study.patient, column), getattr(header, field)
+        line = f"{keyword}: {kept!r} / {received!r}"
+        if kept != received and line not in lines:
+            lines.append(line)
+            log.warning("study %s: %s differs (kept / received)", study.study_instance_uid, line)
+    study.patient_conflicts = "\n".join(lines)
+
+
+def _study(session: Session, header: InstanceHeader) -> Study:
     study = session.scalars(
         select(Study).where(Study.study_instance_uid == header.study_instance_uid)
     ).first()
-    if study is None:
-        study = Study(
-            study_instance_uid=header.study_instance_uid,
-            patient=patient,
-            study_date=header.study_date,
-            accession_number=header.accession_number,
-            study_description=header.study_description,
-        )
-        session.add(study)
+    if study is not None:
+        _flag_patient_conflicts(study, header)
+        return study
+    study = Study(
+        study_instance_uid=header.study_instance_uid,
+        patient=_patient(session, header),
+        study_date=header.study_date,
+        accession_number=header.accession_number,
+        study_description=header.study_description,
+        patient_conflicts="",
+    )
+    session.add(study)
     return study
 
 
-def _series(session: Session, header: InstanceHeader, study: Study) -> Series:
+def _series(session: Session, header: InstanceHeader) -> Series:
     series = session.scalars(
         select(Series).where(Series.series_instance_uid == header.series_instance_uid)
     ).first()
-    if series is None:
-        series = Series(
-            series_instance_uid=header.series_instance_uid,
-            study=study,
-            modality=header.modality,
-            body_part_examined=header.body_part_examined,
-            series_description=header.series_description,
-            sop_class_uid=header.sop_class_uid,
-            image_type=header.image_type,
-            series_number=header.series_number,
-        )
-        session.add(series)
+    if series is not None:
+        if series.study.study_instance_uid != header.study_instance_uid:
+            raise IdentityConflict("Series Instance UID is held under another study")
+        _flag_patient_conflicts(series.study, header)
+        return series
+    series = Series(
+        series_instance_uid=header.series_instance_uid,
+        study=_study(session, header),
+        modality=header.modality,
+        body_part_examined=header.body_part_examined,
+        series_description=header.series_description,
+        sop_class_uid=header.sop_class_uid,
+        image_type=header.image_type,
+        series_number=header.series_number,
+    )
+    session.add(series)
     return series
 
 
-def _upsert(session: Session, header: InstanceHeader, size: int, calling_aet: str) -> None:
-    study = _study(session, header, _patient(session, header))
-    series = _series(session, header, study)
-    now = utcnow()
-    instance = session.scalars(
-        select(Instance).where(Instance.sop_instance_uid == header.sop_instance_uid)
-    ).first()
-    if instance is None:
-        instance = Instance(sop_instance_uid=header.sop_instance_uid, series=series)
-        session.add(instance)
-        series.last_received_at = now
-        # A new instance for a series already routed: analyze it again once quiet.
-        series_state.instance_added(series)
+def _conflict(instance: Instance, header: InstanceHeader) -> str | None:
+    """Why a held instance cannot be this one, or None when they agree on identity."""
+    series = instance.series
+    study = series.study
+    if study.patient.patient_id != header.patient_id or study.patient.issuer != header.issuer:
+        return "SOP Instance UID is held for another patient"
+    if study.study_instance_uid != header.study_instance_uid:
+        return "SOP Instance UID is held under another study"
+    if series.series_instance_uid != header.series_instance_uid:
+        return "SOP Instance UID is held under another series"
+    if instance.sop_class_uid != header.sop_class_uid:
+        return "SOP Instance UID is held with another SOP Class"
+    return None
+
+
+def _describe(instance: Instance, header: InstanceHeader, received: Received) -> None:
     instance.sop_class_uid = header.sop_class_uid
     instance.transfer_syntax_uid = header.transfer_syntax_uid
     instance.instance_number = header.instance_number
     instance.path = header.spool_path
-    instance.size_bytes = size
-    instance.calling_ae_title = calling_aet[:16]
-    instance.received_at = now
+    instance.size_bytes = received.size
+    instance.digest = received.digest
+    instance.calling_ae_title = received.calling_aet[:16]
+    instance.received_at = utcnow()
+
+
+def _known(
+    instance: Instance, header: InstanceHeader, received: Received, place: Callable[[], None]
+) -> Outcome:
+    conflict = _conflict(instance, header)
+    if conflict is not None:
+        raise IdentityConflict(conflict)
+    if instance.digest == received.digest:
+        return Outcome.IDENTICAL
+    if received.duplicate_policy != "replace":
+        log.warning(
+            "%s sent %s again with other content; the first is kept (duplicate policy)",
+            received.calling_aet,
+            header.sop_instance_uid,
+        )
+        return Outcome.KEPT_FIRST
+    log.warning("%s replaced %s with other content", received.calling_aet, header.sop_instance_uid)
+    place()
+    _describe(instance, header, received)
+    instance.series.last_received_at = instance.received_at
+    series_state.instance_added(instance.series)  # other content: analyse it again
+    return Outcome.REPLACED
+
+
+def _record(
+    session: Session,
+    header: InstanceHeader,
+    received: Received,
+    place: Callable[[], None],
+    place_new: Callable[[], None],
+) -> Outcome:
+    instance = session.scalars(
+        select(Instance).where(Instance.sop_instance_uid == header.sop_instance_uid)
+    ).first()
+    if instance is not None:
+        return _known(instance, header, received, place)
+    series = _series(session, header)
+    place_new()  # durable before the row commits: a crash in between leaves a file to sweep
+    instance = Instance(sop_instance_uid=header.sop_instance_uid, series=series)
+    _describe(instance, header, received)
+    session.add(instance)
+    series.last_received_at = instance.received_at
+    # A new instance for a series already routed: analyze it again once quiet.
+    series_state.instance_added(series)
+    return Outcome.STORED
 
 
 def index_instance(
-    sessions: SessionFactory, header: InstanceHeader, size: int, calling_aet: str
-) -> None:
-    """Record one stored instance. Safe to call again for the same instance."""
+    sessions: SessionFactory,
+    header: InstanceHeader,
+    received: Received,
+    place: Callable[[], None],
+    unplace: Callable[[], None],
+) -> Outcome:
+    """Decide what the instance is and record it; ``place`` puts its file where the
+    row says (idempotent; called only when the new bytes are kept).
+
+    If the transaction fails after a new instance's file was placed, ``unplace``
+    removes it: no file without a row. A replaced file stays (its row still
+    describes that path; the sender, refused, sends it again). Raises
+    :class:`IdentityConflict`.
+    """
+    placed_new: list[bool] = []
+
+    def place_new() -> None:
+        place()
+        placed_new.append(True)
+
     for attempt in range(3):
         try:
             with transaction(sessions) as session:
-                _upsert(session, header, size, calling_aet)
-            return
+                return _record(session, header, received, place, place_new)
         except IntegrityError:
             # Two associations created the same patient/study/series at once; the
-            # row exists now, so the next attempt updates it.
+            # row exists now, so the next attempt finds it.
             if attempt == 2:
+                if placed_new:
+                    unplace()
                 raise
+        except IdentityConflict:
+            raise
+        except BaseException:
+            if placed_new:
+                unplace()
+            raise
+    raise AssertionError("unreachable")
+
+
+def indexed_paths(sessions: SessionFactory) -> set[str]:
+    """Every spool path an Instance row describes (for the start-up sweep)."""
+    with sessions() as session:
+        return set(session.scalars(select(Instance.path)))

@@ -25,6 +25,8 @@ from node.jobs.retry import JobRetry
 from node.scheduler import Scheduler
 from node.scp import StorageSCP
 from node.settings import Settings
+from node.storage import has_room
+from node.store import sweep_at_start
 from node.supervisor import ChildSupervisor
 from node.web.app import create_app
 
@@ -69,6 +71,8 @@ def serve(settings: Settings) -> None:
     def health() -> dict[str, bool]:
         return {
             "scp": scp.listening,
+            # Under AINODE_MIN_FREE_BYTES the SCP refuses C-STORE (A700) and this says why.
+            "disk": has_room(settings.data_dir, settings.min_free_bytes),
             "database": database_answers(engine),
             "broker": broker_answers(broker_url),
             "scheduler": scheduler.alive,
@@ -88,6 +92,7 @@ def serve(settings: Settings) -> None:
     try:
         worker.start()
         scheduler.start()
+        sweep_at_start(settings, sessions)  # what a crash left, before the SCP listens
         scp.start()
         log.info("web on http://%s:%s", settings.http_bind, settings.http_port)
         server.run()

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from node.admission import parse_rules
 from node.delivery.destinations import (
     AE_TITLE,
     AnyDestination,
@@ -33,6 +34,40 @@ class Settings(BaseSettings):
     ae_title: str = "AINODE"
     dicom_port: int = 11112
     dicom_bind: str = "0.0.0.0"
+    # Admission and limits of the Storage SCP (node.admission), TLS (node.tls).
+    dicom_plaintext: bool = Field(
+        default=True, description="listen for plain TCP on dicom_port; false: TLS only"
+    )
+    dicom_tls_port: int | None = Field(
+        default=None, description="DICOM TLS listener port (2762 is registered); unset: no TLS"
+    )
+    dicom_tls_cert: Path | None = Field(
+        default=None, description="PEM certificate (chain) the TLS listener presents"
+    )
+    dicom_tls_key: Path | None = Field(default=None, description="PEM private key of the cert")
+    dicom_tls_ca: Path | None = Field(
+        default=None, description="PEM CA(s) that client certificates are verified against"
+    )
+    dicom_tls_require_client_cert: bool = Field(
+        default=False, description="refuse TLS clients without a certificate the CA signed"
+    )
+    dicom_max_associations: int = Field(
+        default=10, ge=1, description="associations at once, all callers (counted from request)"
+    )
+    dicom_max_associations_per_aet: int = Field(
+        default=0, ge=0, description="associations at once per calling AE title; 0: no own limit"
+    )
+    dicom_max_connections: int = Field(
+        default=64, ge=1, description="TCP connections at once, incl. silent ones (pynetdicom's)"
+    )
+    dicom_acse_timeout: float = Field(
+        default=30.0, gt=0, description="s to wait for association messages; also closes a "
+        "connection that sends no A-ASSOCIATE-RQ (or no TLS handshake) within it",
+    )  # fmt: skip
+    dicom_dimse_timeout: float = Field(default=30.0, gt=0, description="s to wait for a DIMSE")
+    dicom_network_timeout: float = Field(
+        default=60.0, gt=0, description="s an established association may stay silent"
+    )
     http_port: int = 8080
     http_bind: str = "127.0.0.1"
     data_dir: Path = Path("./var")
@@ -63,8 +98,33 @@ class Settings(BaseSettings):
     stable_seconds: float = Field(
         default=30.0, ge=0, description="quiet period before a series counts as complete"
     )
+    max_pdu_bytes: int = Field(
+        default=256 * 1024,
+        ge=4096,
+        description="largest PDU the SCP accepts; bounds what one read holds in memory",
+    )
+    max_instance_bytes: int = Field(
+        default=4 * 1024**3, gt=0, description="a larger instance is refused (A700), not kept"
+    )
+    max_inflated_bytes: int = Field(
+        default=256 * 1024**2,
+        gt=0,
+        description="a Deflated instance inflating past this is refused (A700): no zip bombs",
+    )
+    duplicate_policy: Literal["keep_first", "replace"] = Field(
+        default="keep_first",
+        description="a known SOP Instance UID with other content: keep the first, or replace "
+        "it and analyse its series again",
+    )
+    min_free_bytes: int = Field(
+        default=1024**3,
+        ge=0,
+        description="below this free space on the spool C-STORE is refused and /healthz is 503",
+    )
     allowed_calling_aets: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="empty: any calling AE may store"
+        default_factory=list,
+        description="who may associate: AET, AET@address or AET@network/prefix, * = any AE "
+        "title; empty: anyone",
     )
     models_dir: Path | None = Field(
         default=None, description="extra model packages, scanned beside the shipped ones"
@@ -123,6 +183,25 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("allowed_calling_aets")
+    @classmethod
+    def _check_callers(cls, value: list[str]) -> list[str]:
+        parse_rules(value)  # a malformed entry stops the node at start-up, not at a request
+        return value
+
+    @model_validator(mode="after")
+    def _check_listeners(self) -> Settings:
+        if self.dicom_tls_port is not None:
+            if self.dicom_tls_cert is None or self.dicom_tls_key is None:
+                raise ValueError("dicom_tls_port needs dicom_tls_cert and dicom_tls_key")
+            if self.dicom_plaintext and self.dicom_tls_port == self.dicom_port:
+                raise ValueError("dicom_tls_port must differ from dicom_port")
+        elif not self.dicom_plaintext:
+            raise ValueError("dicom_plaintext is off and no dicom_tls_port: nothing would listen")
+        if self.dicom_tls_require_client_cert and self.dicom_tls_ca is None:
+            raise ValueError("dicom_tls_require_client_cert needs dicom_tls_ca to verify them")
+        return self
 
     # ---- derived locations -------------------------------------------------
 

@@ -4,11 +4,18 @@ A write goes to a temporary file in the destination folder, is fsynced, renamed 
 the final name and the folder is fsynced, so that after a crash the file is either
 whole or absent, never torn. Re-writing the same name is atomic (a duplicate C-STORE
 replaces the earlier copy in one step).
+
+A received instance is written as it arrives into ``spool/.incoming`` (same
+filesystem, so keeping it is a rename), hashed while written and capped in size;
+``sweep_spool`` removes what a crash left half done.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -68,3 +75,110 @@ class DurableFolder:
         os.replace(tmp, final)
         _fsync_dir(folder)
         return size
+
+
+INCOMING = ".incoming"  # received bytes not yet kept, on the spool's own filesystem
+
+
+class IncomingFile:
+    """A received data set as it arrives: written in chunks, hashed while written, capped.
+
+    Once ``refusal`` is set (too large, or the disk nearly full) further bytes are
+    dropped and the file emptied, so a sender cannot fill the disk with one instance;
+    the instance is refused when its message ends. Nothing is held whole in memory.
+    """
+
+    def __init__(self, folder: Path, limit: int) -> None:
+        fd, name = tempfile.mkstemp(suffix=".dcm", dir=folder)
+        self.name = name
+        self.path = Path(name)
+        self.limit = limit
+        self.size = 0
+        self.refusal: str | None = None
+        self.kept = False
+        self.creator = threading.current_thread()
+        self._digest = hashlib.sha256()
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+
+    @property
+    def file(self) -> IncomingFile:
+        """pynetdicom flushes ``.file`` after each fragment; the buffer decides instead."""
+        return self
+
+    def flush(self) -> None:
+        return None
+
+    def refuse(self, reason: str) -> None:
+        if self.refusal is None:
+            self.refusal = reason
+            self._file.truncate(0)
+
+    def write(self, data: bytes | memoryview) -> int:
+        size = len(data)
+        self.size += size
+        if self.refusal is not None:
+            return size
+        if self.size > self.limit:
+            self.refuse(f"instance larger than {self.limit} bytes (max instance bytes)")
+            return size
+        self._digest.update(data)
+        return self._file.write(data)
+
+    def hexdigest(self) -> str:
+        """sha256 of every byte written, as kept on disk."""
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        """Make the bytes durable (fsync) and close; idempotent."""
+        if self._file.closed:
+            return
+        self._file.flush()
+        if self.refusal is None:
+            os.fsync(self._file.fileno())
+        self._file.close()
+
+    def discard(self) -> None:
+        """Remove the file unless it was kept; idempotent."""
+        if not self._file.closed:
+            self._file.close()
+        if not self.kept:
+            self.path.unlink(missing_ok=True)
+
+
+def has_room(folder: Path, min_free: int) -> bool:
+    """Whether the filesystem holding ``folder`` has at least ``min_free`` bytes free."""
+    return shutil.disk_usage(folder).free >= min_free
+
+
+def keep(spool: DurableFolder, incoming: IncomingFile, relative: Path) -> None:
+    """Rename a whole, fsynced incoming file to its place in the spool, durably."""
+    if incoming.kept:
+        return
+    incoming.close()
+    folder = spool.ensure_dir(relative.parent)
+    os.replace(incoming.path, folder / relative.name)
+    incoming.kept = True
+    _fsync_dir(folder)
+
+
+def sweep_spool(root: Path, indexed: set[str]) -> list[Path]:
+    """Remove what a crash left in the spool: incoming and temporary files, and kept
+    files that no Instance row describes (written, but their row never committed, so
+    never acknowledged). Returns what was removed. Runs before the SCP listens."""
+    removed: list[Path] = []
+    if not root.exists():
+        return removed
+    for dirpath, _dirs, files in os.walk(root):
+        folder = Path(dirpath)
+        for name in files:
+            path = folder / name
+            relative = path.relative_to(root).as_posix()
+            stale = (
+                relative.startswith(INCOMING + "/")
+                or name.endswith(".tmp")
+                or (name.endswith(".dcm") and relative not in indexed)
+            )
+            if stale:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the real peers the suite talks to are installed and running:
-# DCMTK, Orthanc (+ DICOMweb plugin), dicom3tools (dciodvfy), Chromium, Redis, PostgreSQL.
+# DCMTK, Orthanc (+ DICOMweb plugin), dicom3tools (dciodvfy), Chromium, Redis, PostgreSQL,
+# openssl (the TLS tests make their own certificate authority).
 # Orthanc itself is started per test by the fixtures; this script only installs it.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ command -v dciodvfy >/dev/null || need+=(dicom3tools)
 command -v chromium >/dev/null || need+=(chromium)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
+command -v openssl >/dev/null || need+=(openssl)  # the TLS tests make their own CA
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing peers: ${need[*]}"

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Enum,
     Float,
@@ -95,6 +96,8 @@ class Patient(Base):
     patient_id: Mapped[str] = mapped_column(String(64), default="")
     issuer: Mapped[str] = mapped_column(String(64), default="")
     patient_name: Mapped[str] = mapped_column(String(324), default="")
+    birth_date: Mapped[str] = mapped_column(String(8), default="")
+    sex: Mapped[str] = mapped_column(String(16), default="")
 
     studies: Mapped[list[Study]] = relationship(back_populates="patient")
 
@@ -109,6 +112,9 @@ class Study(Base):
     accession_number: Mapped[str] = mapped_column(String(16), default="")
     study_description: Mapped[str] = mapped_column(String(64), default="")
     first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Patient attributes that later instances of this study gave differently (the first
+    # values stay on the patient): one "Keyword: kept / received" line per disagreement.
+    patient_conflicts: Mapped[str] = mapped_column(Text, default="")
 
     patient: Mapped[Patient] = relationship(back_populates="studies")
     # Numbered series by number, unnumbered ones last; the API lists them so.
@@ -152,7 +158,9 @@ class Instance(Base):
     transfer_syntax_uid: Mapped[str] = mapped_column(_UID)
     instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     path: Mapped[str] = mapped_column(Text)  # relative to the spool directory
-    size_bytes: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)  # instances may pass 2 GiB
+    # sha256 of the file as kept, computed while it was written; "" for older rows.
+    digest: Mapped[str] = mapped_column(String(64), default="")
     calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -18,7 +18,7 @@ from node.db.migrate import upgrade_to_head
 from node.db.models import Job, JobState, Series, SeriesState, utcnow
 from node.db.session import SessionFactory, make_engine, make_session_factory
 from node.delivery.outbox import Outbox
-from node.index import InstanceHeader, index_instance
+from node.index import InstanceHeader, Received, index_instance
 from node.jobs.celery_app import make_celery
 from node.jobs.contracts import GPU_QUEUE
 from node.jobs.ledger import JobLedger
@@ -78,7 +78,10 @@ def store(sessions: SessionFactory, series: str, sop: str, modality: str = "CT")
     ds.SeriesInstanceUID = series
     ds.Modality = modality
     ds.PatientID = "P1"
-    index_instance(sessions, InstanceHeader.from_dataset(ds, "1.2.840.10008.1.2.1"), 10, "CT1")
+    header = InstanceHeader.from_dataset(ds, "1.2.840.10008.1.2.1")
+    # The scheduler reads rows only: the instance needs no file in the spool here.
+    received = Received(size=10, digest=sop, calling_aet="CT1", duplicate_policy="keep_first")
+    index_instance(sessions, header, received, place=lambda: None, unplace=lambda: None)
 
 
 def queued_messages(url: str) -> int:

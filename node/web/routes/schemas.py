@@ -113,6 +113,8 @@ class StudyOut(RowOut):
     accession_number: str
     description: str = Field(validation_alias="study_description")
     first_received_at: UtcDatetime
+    # Patient attributes this study's instances disagree on, one per line ("" when none).
+    patient_conflicts: str
     patient: PatientOut
     series: list[SeriesOut]  # by series number, unnumbered last (the relationship's order)
 

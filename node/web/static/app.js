@@ -10,6 +10,7 @@ const HEALTH_LABELS = {
   broker: "Broker",
   scheduler: "Scheduler",
   worker: "Worker",
+  disk: "Disk space",
 };
 
 const state = { last: {}, timer: null, busy: false, again: false };
