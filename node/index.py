@@ -1,8 +1,9 @@
 """The instance index: Patient/Study/Series/Instance rows for what the spool holds.
 
 ``InstanceHeader`` is what the receive path reads from a header (no pixel decode);
-``index_instance`` decides what a received instance is (new, an identical resend, a
-changed resend, or a conflict with what is held) and records it in one transaction,
+``record`` decides what a received instance is (new, an identical resend, a changed
+resend, or a conflict with what is held) and records it in the caller's transaction
+(the SCP's group committer, :mod:`node.group_commit`, or ``index_instance``'s own),
 placing its file (through the caller's ``place``) before the row commits. A series
 that gains an instance goes (back) to RECEIVING through :mod:`node.series_state` (the
 one writer of a series' state), so its quiet period starts again.
@@ -22,16 +23,18 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydicom import Dataset
 from pydicom.multival import MultiValue
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from node import series_state
-from node.db.models import Instance, Patient, Series, Study, utcnow
+from node.db.models import Instance, Patient, Series, SeriesState, Study, utcnow
 from node.db.session import SessionFactory, transaction
+from node.identity_cache import IdentityCache, SeriesKey
 from node.uids import validate_uid
 
 log = logging.getLogger(__name__)
@@ -265,27 +268,82 @@ def _known(
     return Outcome.REPLACED
 
 
-def _record(
+def _patient_of(header: InstanceHeader) -> tuple[str, ...]:
+    return tuple(getattr(header, field) for field, _column, _keyword in _PATIENT_ATTRIBUTES)
+
+
+# The hot path's statements, built once (Core, so the compiled form is cached): the ORM's
+# per-statement work cost more than the database did.
+_INSTANCES = Instance.__table__
+_SERIES = Series.__table__
+_HELD = select(_INSTANCES.c.id).where(_INSTANCES.c.sop_instance_uid == bindparam("uid"))
+_ADD = insert(_INSTANCES)
+_FROM_HEADER = ("sop_instance_uid", "sop_class_uid", "transfer_syntax_uid", "instance_number")
+# last_received_at is the index's to write; the state comes back for series_state.
+_TOUCH = (
+    update(_SERIES)
+    .where(_SERIES.c.id == bindparam("series"))
+    .values(last_received_at=bindparam("now"))
+    .returning(_SERIES.c.state)
+)
+
+
+def _cached_series(
+    session: Session, header: InstanceHeader, cache: IdentityCache, now: datetime
+) -> SeriesKey | None:
+    """The held series from the cache, its arrival time updated; None when not cached."""
+    key = cache.get(header.series_instance_uid)
+    if key is None:
+        return None
+    if key.study_instance_uid != header.study_instance_uid:
+        raise IdentityConflict("Series Instance UID is held under another study")
+    touch = {"series": key.series_pk, "now": now}
+    state = session.connection().execute(_TOUCH, touch).scalar_one_or_none()
+    if state is None:  # the row went away: look it up again
+        cache.forget(header.series_instance_uid)
+        return None
+    if key.patient != _patient_of(header):
+        _flag_patient_conflicts(session.get_one(Study, key.study_pk), header)
+    if state is not SeriesState.RECEIVING:  # routed already: analyze it again once quiet
+        series_state.instance_added(session.get_one(Series, key.series_pk))
+    return key
+
+
+def _looked_up_series(session: Session, header: InstanceHeader, now: datetime) -> SeriesKey:
+    """The series the instance goes under, read (or created) through the ORM."""
+    series = _series(session, header)
+    series.last_received_at = now
+    series_state.instance_added(series)  # routed already: analyze it again once quiet
+    session.flush()  # assigns the new rows' keys
+    patient = series.study.patient
+    held = tuple(getattr(patient, column) for _field, column, _kw in _PATIENT_ATTRIBUTES)
+    return SeriesKey(series.id, header.study_instance_uid, series.study_pk, held)
+
+
+def record(
     session: Session,
     header: InstanceHeader,
     received: Received,
-    place: Callable[[], None],
-    place_new: Callable[[], None],
-) -> Outcome:
-    instance = session.scalars(
-        select(Instance).where(Instance.sop_instance_uid == header.sop_instance_uid)
-    ).first()
-    if instance is not None:
-        return _known(instance, header, received, place)
-    series = _series(session, header)
-    place_new()  # durable before the row commits: a crash in between leaves a file to sweep
-    instance = Instance(sop_instance_uid=header.sop_instance_uid, series=series)
-    _describe(instance, header, received)
-    session.add(instance)
-    series.last_received_at = instance.received_at
-    # A new instance for a series already routed: analyze it again once quiet.
-    series_state.instance_added(series)
-    return Outcome.STORED
+    place: Callable[[bool], None],
+    cache: IdentityCache,
+) -> tuple[Outcome, SeriesKey | None]:
+    """Record one received instance in the caller's open transaction; ``place(new)``
+    puts its file where the row says (``new``: no row held it before). Returns what it
+    was, and the series key to cache once the transaction commits. Raises
+    :class:`IdentityConflict`."""
+    held = session.connection().execute(_HELD, {"uid": header.sop_instance_uid}).scalar()
+    if held is not None:
+        instance = session.get_one(Instance, held)
+        return _known(instance, header, received, lambda: place(False)), None
+    now = utcnow()
+    key = _cached_series(session, header, cache, now) or _looked_up_series(session, header, now)
+    place(True)  # durable before the row commits: a crash leaves a file to sweep
+    row = {name: getattr(header, name) for name in _FROM_HEADER}
+    row.update(series_pk=key.series_pk, path=header.spool_path, size_bytes=received.size,
+               digest=received.digest, calling_ae_title=received.calling_aet[:16],
+               received_at=now)  # fmt: skip
+    session.connection().execute(_ADD, row)
+    return Outcome.STORED, key
 
 
 def index_instance(
@@ -295,24 +353,25 @@ def index_instance(
     place: Callable[[], None],
     unplace: Callable[[], None],
 ) -> Outcome:
-    """Decide what the instance is and record it; ``place`` puts its file where the
-    row says (idempotent; called only when the new bytes are kept).
+    """Decide what one instance is and record it in a transaction of its own (the SCP
+    batches instead: :mod:`node.group_commit`); ``place`` puts its file where the row
+    says (idempotent; called only when the new bytes are kept).
 
     If the transaction fails after a new instance's file was placed, ``unplace``
-    removes it: no file without a row. A replaced file stays (its row still
-    describes that path; the sender, refused, sends it again). Raises
-    :class:`IdentityConflict`.
+    removes it: no file without a row. Raises :class:`IdentityConflict`.
     """
     placed_new: list[bool] = []
 
-    def place_new() -> None:
+    def place_new(new: bool) -> None:
         place()
-        placed_new.append(True)
+        if new:
+            placed_new.append(True)
 
     for attempt in range(3):
         try:
             with transaction(sessions) as session:
-                return _record(session, header, received, place, place_new)
+                outcome, _key = record(session, header, received, place_new, IdentityCache())
+                return outcome
         except IntegrityError:
             # Two associations created the same patient/study/series at once; the
             # row exists now, so the next attempt finds it.

@@ -84,7 +84,7 @@ class StorageSCP:
 
     def start(self) -> None:
         self.spool.ensure_dir(Path("."))
-        self.store.incoming.install()  # data sets stream to spool files as they arrive
+        self.store.start()  # incoming files and the group committer (node.store)
         ae = build_application_entity(self.settings, self.on_commitment is not None)
         handlers: list[EventHandlerType] = [
             (evt.EVT_REQUESTED, self.admission.on_requested),
@@ -131,7 +131,7 @@ class StorageSCP:
             if server is not None:
                 server.shutdown()
         self._server = self._tls_server = None
-        self.store.incoming.uninstall()
+        self.store.stop()
 
 
 def _is_listening(server: ThreadedAssociationServer | None) -> bool:

@@ -12,6 +12,7 @@ filesystem, so keeping it is a rename), hashed while written and capped in size;
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -150,15 +151,32 @@ def has_room(folder: Path, min_free: int) -> bool:
     return shutil.disk_usage(folder).free >= min_free
 
 
-def keep(spool: DurableFolder, incoming: IncomingFile, relative: Path) -> None:
-    """Rename a whole, fsynced incoming file to its place in the spool, durably."""
-    if incoming.kept:
-        return
-    incoming.close()
+def move_into(spool: DurableFolder, incoming: IncomingFile, relative: Path) -> Path:
+    """Rename a whole, fsynced incoming file to its place in the spool; return the folder
+    that gained the entry. The rename is durable only once that folder is fsynced
+    (:func:`fsync_dirs`): the group committer fsyncs each folder once per round."""
     folder = spool.ensure_dir(relative.parent)
-    os.replace(incoming.path, folder / relative.name)
-    incoming.kept = True
-    _fsync_dir(folder)
+    if not incoming.kept:
+        incoming.close()
+        os.replace(incoming.path, folder / relative.name)
+        incoming.kept = True
+    return folder
+
+
+def fsync_dirs(folders: set[Path]) -> None:
+    """Make the entries renamed into ``folders`` durable: one fsync per folder."""
+    for folder in folders:
+        _fsync_dir(folder)
+
+
+def move_back(spool: DurableFolder, incoming: IncomingFile, relative: Path) -> None:
+    """Undo :func:`move_into` (its row did not commit): the file is incoming again, and
+    goes when the handler discards it. Already gone (replaced, then moved back by
+    another instance of the same round) is fine."""
+    if incoming.kept:
+        incoming.kept = False
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(spool.root / relative, incoming.path)
 
 
 def sweep_spool(root: Path, indexed: set[str]) -> list[Path]:

@@ -3,10 +3,12 @@ a kept, indexed instance, or a refusal with a named status.
 
 The hot path reads the header only (no pixel data, large values deferred); the
 digest was computed while the bytes were written (:class:`node.storage.IncomingFile`).
-Order, for crash safety: the file is fsynced and renamed into place before its row
-commits; a crash in between leaves an unindexed file that :func:`sweep_at_start`
-removes, and a failed transaction removes it at once. Success is answered only once
-both are durable.
+Order, for crash safety: the file is fsynced (here, in the association's thread), then
+renamed into place and its folder fsynced before its row commits (by the group
+committer, :mod:`node.group_commit`, which shares one round of fsyncs and one
+transaction among the instances ready together); a crash in between leaves an
+unindexed file that :func:`sweep_at_start` removes, and a failed transaction moves it
+back out at once. Success is answered only once both are durable.
 """
 
 from __future__ import annotations
@@ -20,19 +22,13 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom.events import Event
 
 from node.db.session import SessionFactory
+from node.group_commit import GroupCommitter
 from node.incoming import DISK_NEARLY_FULL, IncomingSpool
-from node.index import (
-    IdentityConflict,
-    InstanceHeader,
-    Outcome,
-    Received,
-    index_instance,
-    indexed_paths,
-)
+from node.index import IdentityConflict, InstanceHeader, Outcome, Received, indexed_paths
 from node.inflate import InflatedTooLarge, deflated_header
 from node.settings import Settings
 from node.status import StoreStatus
-from node.storage import DurableFolder, IncomingFile, keep, sweep_spool
+from node.storage import DurableFolder, IncomingFile, sweep_spool
 from node.uids import InvalidUID
 
 log = logging.getLogger(__name__)
@@ -49,13 +45,23 @@ def failure(status: StoreStatus, comment: str) -> Dataset:
 
 
 class StorePath:
-    """What ``handle_store`` needs: the settings, the spool, the incoming files, the index."""
+    """What ``handle_store`` needs: the settings, the spool, the incoming files, the
+    committer that indexes them (``start`` before the SCP listens, ``stop`` after)."""
 
     def __init__(self, settings: Settings, sessions: SessionFactory) -> None:
         self.settings = settings
         self.sessions = sessions
         self.spool = DurableFolder(settings.spool_dir)
         self.incoming = IncomingSpool(settings)
+        self.committer = GroupCommitter(sessions, self.spool)
+
+    def start(self) -> None:
+        self.incoming.install()  # data sets stream to spool files as they arrive
+        self.committer.start()
+
+    def stop(self) -> None:
+        self.committer.stop()
+        self.incoming.uninstall()
 
     def read_header(self, incoming: IncomingFile, transfer_syntax: str) -> InstanceHeader:
         if transfer_syntax == DeflatedExplicitVRLittleEndian:
@@ -123,13 +129,7 @@ def _index(
         duplicate_policy=store.settings.duplicate_policy,
     )
     try:
-        outcome = index_instance(
-            store.sessions,
-            header,
-            received,
-            place=lambda: keep(store.spool, incoming, relative),
-            unplace=lambda: (store.spool.root / relative).unlink(missing_ok=True),
-        )
+        outcome = store.committer.submit(header, received, incoming, relative)
     except IdentityConflict as exc:
         log.warning("refused %s from %s: %s", header.sop_instance_uid, calling, exc)
         return failure(StoreStatus.IDENTITY_CONFLICT, str(exc))

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -104,6 +105,7 @@ class Patient(Base):
 
 class Study(Base):
     __tablename__ = "study"
+    __table_args__ = (Index("ix_study_patient_pk", "patient_pk"),)  # a patient's studies
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(_UID, unique=True)
@@ -126,6 +128,11 @@ class Study(Base):
 
 class Series(Base):
     __tablename__ = "series"
+    __table_args__ = (
+        # completion: receiving series by quiet time; routing: a study's other series
+        Index("ix_series_state_last_received_at", "state", "last_received_at"),
+        Index("ix_series_study_pk", "study_pk"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     series_instance_uid: Mapped[str] = mapped_column(_UID, unique=True)
@@ -150,6 +157,7 @@ class Series(Base):
 
 class Instance(Base):
     __tablename__ = "instance"
+    __table_args__ = (Index("ix_instance_series_pk", "series_pk"),)  # a series' instances
 
     id: Mapped[int] = mapped_column(primary_key=True)
     sop_instance_uid: Mapped[str] = mapped_column(_UID, unique=True)
@@ -171,6 +179,11 @@ class Job(Base):
     """One model applied to one series."""
 
     __tablename__ = "job"
+    __table_args__ = (
+        # the ledger's stale-job sweep by state; routing's "has this model a job" check
+        Index("ix_job_state", "state"),
+        Index("ix_job_series_model", "series_pk", "model_name", "model_version"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     series_pk: Mapped[int] = mapped_column(ForeignKey("series.id"))

@@ -1,18 +1,25 @@
 """Receive throughput: the node's Storage SCP beside DCMTK's storescp and Orthanc.
 
-Sends the same CT series (512x512 slices) with DCMTK's storescu, one association,
-to each receiver in turn and prints instances/s and the node's ratio to each peer.
-The node's figure includes what makes it safe: fsync, rename, directory fsync and the
-database row for every instance. Run: `.venv/bin/python tests/bench/receive.py [N]`.
+Sends the same CT series (N slices of 512x512, default 500) with DCMTK's storescu to
+each receiver, (a) over one association and (b) over four associations at once (four
+storescu processes, each a quarter of the N instances, so N in all), three runs each
+on a fresh receiver, and prints the median instances/s and the node's ratio to each
+peer. Every node run is durable: each instance's file, its directory entry and its
+index row are fsynced before it is acknowledged (SQLite, WAL, synchronous=FULL).
+storescp writes without fsync; Orthanc with its defaults.
+Run: `.venv/bin/python tests/bench/receive.py [N]`.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,28 +34,89 @@ from tests.factories import make_ct_series, write_series  # noqa: E402
 from tests.orthanc import free_port, start_orthanc  # noqa: E402
 
 ENV = {**os.environ, "TCP_NODELAY": "1"}
+RUNS = 3
+ASSOCIATIONS = 4
+NODE = "ainode SCP (durable)"
 
 
-def send(files: list[Path], port: int, aec: str) -> float:
+def send(files: list[Path], port: int, aec: str, associations: int) -> float:
+    """Instances/s for ``files`` split over ``associations`` storescu processes at once."""
+    shares = [files[i::associations] for i in range(associations)]
     began = time.perf_counter()
-    subprocess.run(
-        ["storescu", "-aec", aec, "127.0.0.1", str(port), *map(str, files)],
-        check=True, env=ENV, capture_output=True,
-    )  # fmt: skip
+    senders = [
+        subprocess.Popen(["storescu", "-aec", aec, "127.0.0.1", str(port), *map(str, share)],
+                         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for share in shares
+    ]  # fmt: skip
+    if any(sender.wait() != 0 for sender in senders):
+        raise RuntimeError(f"storescu failed against {aec}")
     return len(files) / (time.perf_counter() - began)
 
 
 def wait_port(port: int) -> None:
     for _ in range(100):
-        if (
-            subprocess.run(
-                ["echoscu", "127.0.0.1", str(port)], env=ENV, capture_output=True
-            ).returncode
-            == 0
-        ):  # noqa: E501
+        echo = subprocess.run(["echoscu", "127.0.0.1", str(port)], env=ENV, capture_output=True)
+        if echo.returncode == 0:
             return
         time.sleep(0.1)
     raise RuntimeError(f"nothing answers on {port}")
+
+
+@contextmanager
+def storescp(root: Path) -> Iterator[tuple[int, str]]:
+    port = free_port()
+    root.mkdir()
+    peer = subprocess.Popen(["storescp", "-od", str(root), str(port)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_port(port)
+        yield port, "STORESCP"
+    finally:
+        peer.terminate()
+        peer.wait()
+
+
+@contextmanager
+def orthanc(root: Path) -> Iterator[tuple[int, str]]:
+    server = start_orthanc(root)
+    try:
+        yield server.dicom_port, "ORTHANC"
+    finally:
+        server.stop()
+
+
+@contextmanager
+def node(root: Path) -> Iterator[tuple[int, str]]:
+    settings = Settings(data_dir=root, dicom_port=free_port(), dicom_bind="127.0.0.1")
+    engine = make_engine(settings)
+    upgrade_to_head(engine)
+    scp = StorageSCP(settings, make_session_factory(engine))
+    scp.start()
+    try:
+        yield settings.dicom_port, "AINODE"
+    finally:
+        scp.stop()
+        engine.dispose()
+
+
+RECEIVERS = {"DCMTK storescp (no fsync)": storescp, "Orthanc": orthanc, NODE: node}
+
+
+def measure(files: list[Path], root: Path, associations: int) -> dict[str, float]:
+    """Median instances/s of each receiver; runs interleaved so load drifts hit all."""
+    rates: dict[str, list[float]] = {name: [] for name in RECEIVERS}
+    for run in range(RUNS):
+        for name, receiver in RECEIVERS.items():
+            with receiver(root / f"{name.split()[0]}-{associations}-{run}") as (port, aec):
+                rates[name].append(send(files, port, aec, associations))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def report(title: str, rates: dict[str, float]) -> None:
+    print(title)
+    for name, rate in rates.items():
+        ratio = rates[NODE] / rate
+        print(f"  {name:28s} {rate:8.1f} instances/s   node/this = {ratio:5.2f}")
 
 
 def main(count: int) -> None:
@@ -57,42 +125,13 @@ def main(count: int) -> None:
         rng = np.random.default_rng(0)
         hu = rng.normal(0, 50, size=(count, 512, 512)).astype(np.float32)
         files = write_series(make_ct_series(hu, (1.0, 0.7, 0.7)), root / "series")
-        rates: dict[str, float] = {}
-
-        port = free_port()
-        (root / "storescp").mkdir()
-        peer = subprocess.Popen(
-            ["storescp", "-od", str(root / "storescp"), str(port)], env=ENV,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_port(port)
-            rates["DCMTK storescp (no fsync)"] = send(files, port, "STORESCP")
-        finally:
-            peer.terminate()
-            peer.wait()
-
-        orthanc = start_orthanc(root / "orthanc")
-        try:
-            rates["Orthanc"] = send(files, orthanc.dicom_port, "ORTHANC")
-        finally:
-            orthanc.stop()
-
-        settings = Settings(data_dir=root / "node", dicom_port=free_port(), dicom_bind="127.0.0.1")
-        engine = make_engine(settings)
-        upgrade_to_head(engine)
-        scp = StorageSCP(settings, make_session_factory(engine))
-        scp.start()
-        try:
-            rates["ainode SCP (fsync + index)"] = send(files, settings.dicom_port, "AINODE")
-        finally:
-            scp.stop()
-
-    node = rates["ainode SCP (fsync + index)"]
-    print(f"receive: {count} CT instances of 512x512, one association, storescu")
-    for name, rate in rates.items():
-        print(f"  {name:32s} {rate:8.1f} instances/s   node/peer = {node / rate:5.2f}")
+        one = measure(files, root, 1)
+        four = measure(files, root, ASSOCIATIONS)
+    print(f"receive: {count} CT instances of 512x512, median of {RUNS} runs, {os.cpu_count()} CPUs")
+    report("(a) one association, storescu", one)
+    report(f"(b) {ASSOCIATIONS} associations at once, {ASSOCIATIONS} storescu, "
+           f"{count // ASSOCIATIONS} instances each", four)  # fmt: skip
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 300)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 500)
