@@ -1,7 +1,9 @@
-"""A storage SCU for tests that must send bytes exactly as they are on disk."""
+"""Test clients: a storage SCU that sends bytes exactly as they are on disk, and a look at a
+raw socket the node should close."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
@@ -25,3 +27,14 @@ def send_raw(host: str, port: int, called_aet: str, path: Path) -> Dataset:
     finally:
         _config.STORE_SEND_CHUNKED_DATASET = previous
         assoc.release()
+
+
+def closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """Whether the node closed ``sock`` (EOF or reset) within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False

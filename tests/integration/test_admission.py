@@ -23,6 +23,7 @@ from node.scp import StorageSCP
 from node.settings import Settings
 from tests.node_process import wait_for
 from tests.orthanc import free_port
+from tests.scu import closed_by_peer
 
 CT = str(get_testdata_file("CT_small.dcm", download=False))
 
@@ -132,16 +133,6 @@ def test_limit_in_total(make_scp: ScpFactory) -> None:
     assert echo(scp, "CT3").returncode == 0
 
 
-def _closed_by_peer(sock: socket.socket, within: float) -> bool:
-    sock.settimeout(within)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
 def test_silent_connections_do_not_keep_a_sender_out(make_scp: ScpFactory) -> None:
     timeout = 2.0
     # Two places only: if silent connections took places, the sender would be refused.
@@ -157,7 +148,7 @@ def test_silent_connections_do_not_keep_a_sender_out(make_scp: ScpFactory) -> No
     assert result.returncode == 0, result.stdout + result.stderr
     assert elapsed < 3 * timeout
     # The node closes every silent connection after the ACSE timeout (ARTIM).
-    assert all(_closed_by_peer(sock, 3 * timeout) for sock in idle)
+    assert all(closed_by_peer(sock, 3 * timeout) for sock in idle)
     for sock in idle:
         sock.close()
 

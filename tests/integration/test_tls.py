@@ -30,6 +30,7 @@ from node.settings import Settings
 from node.tls import MINIMUM_VERSION
 from tests.node_process import start_node
 from tests.orthanc import free_port
+from tests.scu import closed_by_peer
 
 CT = str(get_testdata_file("CT_small.dcm", download=False))
 
@@ -241,19 +242,9 @@ def test_a_silent_connection_does_not_hold_the_tls_listener(tmp_path: Path, chai
         assert echo.returncode == 0, echo.stdout + echo.stderr
         assert elapsed < 3 * timeout
         # The node closes each one once its handshake timed out.
-        assert all(_closed_by_peer(sock, 3 * timeout) for sock in idle)
+        assert all(closed_by_peer(sock, 3 * timeout) for sock in idle)
         for sock in idle:
             sock.close()
-
-
-def _closed_by_peer(sock: socket.socket, within: float) -> bool:
-    sock.settimeout(within)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
 
 
 def test_serve_health_counts_both_listeners(tmp_path: Path, chain: Chain) -> None:
