@@ -7,14 +7,9 @@ anywhere on the serve path (routing, discovery, the web app) shows up however it
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import pytest
-
 from tests.node_process import start_node, wait_for
-
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 # What each library's shared objects have in their mapped paths.
 HEAVY = {
