@@ -69,7 +69,7 @@ def sessions(settings: Settings) -> Iterator[SessionFactory]:
     engine.dispose()
 
 
-def analysed_job(sessions: SessionFactory, settings: Settings) -> int:
+def analyzed_job(sessions: SessionFactory, settings: Settings) -> int:
     """A job of 'seg-model' whose SEG, SR and SC are encoded and planned."""
     with transaction(sessions) as session:
         patient = Patient(patient_id="P")
@@ -111,7 +111,7 @@ def targets(sessions: SessionFactory, job_id: int) -> dict[tuple[str, str], Deli
 def test_each_result_is_planned_for_each_destination_that_takes_it(
     sessions: SessionFactory, settings: Settings
 ) -> None:
-    job_id = analysed_job(sessions, settings)
+    job_id = analyzed_job(sessions, settings)
     assert targets(sessions, job_id) == {
         ("SEG", "pacs"): DeliveryState.PENDING,
         ("SR", "pacs"): DeliveryState.PENDING,
@@ -130,7 +130,7 @@ def test_each_result_is_planned_for_each_destination_that_takes_it(
 def test_failures_back_off_then_dead_letter_and_retry_resends(
     sessions: SessionFactory, settings: Settings
 ) -> None:
-    job_id = analysed_job(sessions, settings)
+    job_id = analyzed_job(sessions, settings)
     outbox = Outbox(sessions, settings)
     due = outbox.claim_due(job_id)
     viewer = [d.id for d in due if d.destination == "viewer"]
@@ -180,7 +180,7 @@ def test_failures_back_off_then_dead_letter_and_retry_resends(
 def test_storage_commitment_report_decides_delivery(
     sessions: SessionFactory, settings: Settings
 ) -> None:
-    job_id = analysed_job(sessions, settings)
+    job_id = analyzed_job(sessions, settings)
     outbox = Outbox(sessions, settings)
     due = outbox.claim_due(job_id)
     pacs = {d.sop_instance_uid: d.id for d in due if d.destination == "pacs"}
@@ -228,7 +228,7 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
 def test_enqueued_at_is_when_a_delayed_message_is_due(
     sessions: SessionFactory, settings: Settings
 ) -> None:
-    job_id = analysed_job(sessions, settings)
+    job_id = analyzed_job(sessions, settings)
     JobLedger(sessions).mark_enqueued(job_id, countdown=120)
     # Not stale for the reconciler until two minutes after it was due.
     assert JobLedger(sessions).stale(utcnow(), timedelta(seconds=5)) == []
