@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pydicom import Dataset
 
-from models.manifest import ModelManifest
 from node.db.models import ResultKind
-from tests.factories import LESION, MASS, fake_manifest, make_ct_series, write_series
+from tests.encoding import classification_manifest, segmentation_manifest
+from tests.factories import make_ct_series, write_series
 from workers.encode.conformance import (
     assert_conformant,
     check_measurement_report,
@@ -24,28 +24,6 @@ from workers.encode.sr import encode_report
 from workers.errors import EncodingError
 from workers.load.series import load_series
 from workers.volume import ModelOutput
-
-
-def segmentation_manifest() -> ModelManifest:
-    return fake_manifest(
-        "test-sphere-seg",
-        "segmentation",
-        version="1.2.0",
-        title="Test sphere segmenter",
-        demonstration=True,
-        segments=[{"label": 3, "name": "Sphere lesion", "category": LESION, "type": MASS}],
-    )
-
-
-def classification_manifest() -> ModelManifest:
-    return fake_manifest(
-        "test-classifier",
-        "classification",
-        version="0.3",
-        title="Test finding classifier",
-        demonstration=False,
-        classes=[{"name": "mass", "finding": MASS, "threshold": 0.5}],
-    )
 
 
 @dataclass
@@ -67,7 +45,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     labels = np.where(sphere, 3, 0).astype(np.uint8)
     sources = [str(ds.SOPInstanceUID) for ds in volume.datasets]
 
-    manifest = segmentation_manifest()
+    manifest = segmentation_manifest(labels=(3,))
     uids = ResultUIDs.of_job(sources, manifest.name, manifest.version)
     seg = encode_segmentation(volume, labels, manifest, uids.seg_series, uids.seg_instance)
     sr = encode_report(
@@ -79,7 +57,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     class_sr = encode_report(
         volume,
         manifest,
-        ModelOutput(probabilities={"mass": 0.8}),
+        ModelOutput(probabilities={"mass": 0.8, "nodule": 0.1}),
         None,
         uids.sr_series,
         uids.sr_instance,
