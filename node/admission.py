@@ -1,15 +1,15 @@
 """Who may associate with the Storage SCP, and how many associations at once.
 
-Each association request is judged when its A-ASSOCIATE-RQ arrives (pynetdicom's
-``EVT_REQUESTED``, before any negotiation): the called AE title must be the node's;
+Each association request is judged when its A-ASSOCIATE-RQ arrives (before any
+negotiation, :mod:`node.acceptor.association`): the called AE title must be the node's;
 when there is an allow-list, the calling AE title and the peer's address must match
 one of its entries; and the caller must stay under the limits of associations at once,
 in total and per calling AE title. A refusal is an A-ASSOCIATE-RJ with the result,
 source and reason PS3.8 9.3.4 names for it.
 
-Only associations whose request was accepted are counted: a connection that has not
-asked yet holds no place, so idle sockets cannot keep a sender out; the ACSE timeout
-closes them.
+Only associations whose request was accepted are counted, until they end: a connection
+that has not asked yet holds no place, so idle sockets cannot keep a sender out; the
+ACSE timeout closes them.
 """
 
 from __future__ import annotations
@@ -17,15 +17,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
-
-from pynetdicom.events import Event
-
-if TYPE_CHECKING:
-    from pynetdicom.association import Association
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +82,7 @@ def parse_rules(entries: Iterable[str]) -> tuple[CallerRule, ...]:
 
 
 class Admission:
-    """The ``EVT_REQUESTED`` handler of one AE: checks every request, counts the admitted."""
+    """Judges every association request and counts the admitted until they end."""
 
     def __init__(
         self,
@@ -101,57 +96,52 @@ class Admission:
         self.max_associations = max_associations
         self.max_per_calling_ae_title = max_per_calling_ae_title  # 0: only the total applies
         self._lock = threading.Lock()
-        self._admitted: list[tuple[Association, str]] = []
+        self._admitted: Counter[str] = Counter()  # calling AE title: associations held
 
     def _allowed(self, calling: str, address: str) -> bool:
         return not self.rules or any(rule.matches(calling, address) for rule in self.rules)
 
     def _over_limit(self, calling: str) -> bool:
-        self._admitted = [(a, t) for a, t in self._admitted if _holds_place(a)]
-        if len(self._admitted) >= self.max_associations:
+        if self.held_locked() >= self.max_associations:
             return True
-        per_title = sum(1 for _, title in self._admitted if title == calling)
-        return 0 < self.max_per_calling_ae_title <= per_title
+        return 0 < self.max_per_calling_ae_title <= self._admitted[calling]
 
-    def judge(self, assoc: Association) -> Refusal | None:
-        """The refusal this request gets, or None after counting it as admitted."""
-        request = assoc.requestor.primitive
-        called = str(request.called_ae_title).strip()
-        calling = str(request.calling_ae_title).strip()
+    def admit(self, calling: str, called: str, address: str) -> Refusal | None:
+        """The refusal this request gets, or None after counting it as admitted (then
+        :meth:`release` it when the association ends)."""
+        refusal = self._judge(calling, called, address)
+        if refusal is not None:
+            log.warning(
+                "refused association %s -> %s from %s: %s",
+                calling,
+                called,
+                address,
+                refusal.name.lower().replace("_", " "),
+            )
+        return refusal
+
+    def _judge(self, calling: str, called: str, address: str) -> Refusal | None:
         if called != self.called_ae_title:
             return Refusal.CALLED_AE_TITLE_NOT_RECOGNIZED
-        if not self._allowed(calling, assoc.requestor.address):
+        if not self._allowed(calling, address):
             return Refusal.CALLING_AE_TITLE_NOT_RECOGNIZED
         with self._lock:
             if self._over_limit(calling):
                 return Refusal.LOCAL_LIMIT_EXCEEDED
-            self._admitted.append((assoc, calling))
+            self._admitted[calling] += 1
         return None
+
+    def release(self, calling: str) -> None:
+        """An admitted association ended (released, aborted or its connection lost)."""
+        with self._lock:
+            self._admitted[calling] -= 1
+            if self._admitted[calling] <= 0:
+                del self._admitted[calling]
+
+    def held_locked(self) -> int:
+        return sum(self._admitted.values())
 
     def held(self) -> int:
         """Associations admitted and not yet ended."""
         with self._lock:
-            return sum(1 for assoc, _ in self._admitted if _holds_place(assoc))
-
-    def on_requested(self, event: Event) -> None:
-        """Bind to ``evt.EVT_REQUESTED``: refuse here, or let pynetdicom negotiate."""
-        assoc = event.assoc
-        refusal = self.judge(assoc)
-        if refusal is None:
-            return
-        request = assoc.requestor.primitive
-        log.warning(
-            "refused association %s -> %s from %s: %s",
-            str(request.calling_ae_title).strip(),
-            str(request.called_ae_title).strip(),
-            assoc.requestor.address,
-            refusal.name.lower().replace("_", " "),
-        )
-        assoc.acse.send_reject(*refusal.value)
-        # As pynetdicom does after its own rejections: wait until the A-ASSOCIATE-RJ
-        # is sent and the peer closed (or ARTIM expired) before the socket is shut.
-        assoc.kill()
-
-
-def _holds_place(assoc: Association) -> bool:
-    return assoc.is_alive() and not (assoc.is_released or assoc.is_aborted or assoc.is_rejected)
+            return self.held_locked()

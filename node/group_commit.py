@@ -1,12 +1,14 @@
 """Group commit of received instances: one round of fsyncs and one transaction for
 every instance that is ready at the same time.
 
-Each C-STORE handler fsyncs its own file (in parallel: fsync releases the GIL), then
-hands the instance to the committer and waits. The committer's one thread takes every
-instance waiting, and in one transaction records each under a SAVEPOINT of its own
-(so an identity conflict or an integrity error of one undoes only that one), renames
-the kept files into the spool, fsyncs each folder that gained entries once, and
-commits; only then is each handler woken with its own verdict. So no instance is
+Each C-STORE handler closes its file (written, not yet durable), then hands the
+instance to the committer and waits. The committer's one thread takes every instance
+waiting, and in one transaction records each under a SAVEPOINT of its own (so an
+identity conflict or an integrity error of one undoes only that one), renames the kept
+files into the spool, makes their bytes and the renames durable at once (one syncfs of
+the spool's filesystem: one journal commit for the round, where a fsync per file and
+per folder costs one each, and the filesystem serializes them), and commits; only then
+is each handler woken with its own verdict. So no instance is
 acknowledged before its file, its directory entry and its row are durable, and
 instances that arrive together share the cost. A lone association gets a round to
 itself at once: nothing waits for a batch to fill.
@@ -35,7 +37,7 @@ from sqlalchemy.orm import Session
 from node.db.session import SessionFactory
 from node.identity_cache import IdentityCache, SeriesKey
 from node.index import IdentityConflict, InstanceHeader, Outcome, Received, record
-from node.storage import DurableFolder, IncomingFile, fsync_dirs, move_back, move_into
+from node.storage import DurableFolder, IncomingFile, make_durable, move_back, move_into
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +162,9 @@ class GroupCommitter:
             else:
                 for pending in batch:
                     self._record(session, pending, folders)
-            fsync_dirs(folders)  # the renames are durable before the rows commit
+            # The files' bytes and their renames are durable before the rows commit.
+            placed = [self.spool.root / p.relative for p in batch if p.incoming.kept]
+            make_durable(self.spool.root, placed, folders)
 
     def _placer(self, pending: Pending, folders: set[Path]) -> Callable[[bool], None]:
         def place(new: bool) -> None:

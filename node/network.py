@@ -17,4 +17,9 @@ def set_tcp_nodelay(event: Event) -> None:
     sock = event.assoc.dul.socket
     raw = getattr(sock, "socket", None) if sock is not None else None
     if raw is not None:
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_tcp_nodelay_on(raw)
+
+
+def set_tcp_nodelay_on(sock: socket.socket) -> None:
+    """Disable Nagle on one socket (the acceptor's, as it is accepted)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,12 +1,12 @@
-"""The C-STORE store path: from the file pynetdicom wrote as the data set arrived to
+"""The C-STORE store path: from the file the acceptor wrote as the data set arrived to
 a kept, indexed instance, or a refusal with a named status.
 
 The hot path reads the header only (no pixel data, large values deferred); the
 digest was computed while the bytes were written (:class:`node.storage.IncomingFile`).
-Order, for crash safety: the file is fsynced (here, in the association's thread), then
-renamed into place and its folder fsynced before its row commits (by the group
-committer, :mod:`node.group_commit`, which shares one round of fsyncs and one
-transaction among the instances ready together); a crash in between leaves an
+Order, for crash safety: the file is renamed into place, and its bytes and the rename
+made durable, before its row commits (by the group committer,
+:mod:`node.group_commit`, which shares one round of syncs and one transaction among
+the instances ready together); a crash in between leaves an
 unindexed file that :func:`sweep_at_start` removes, and a failed transaction moves it
 back out at once. Success is answered only once both are durable.
 """
@@ -14,12 +14,12 @@ back out at once. Success is answered only once both are durable.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
-from pynetdicom.events import Event
 
 from node.db.session import SessionFactory
 from node.group_commit import GroupCommitter
@@ -56,12 +56,11 @@ class StorePath:
         self.committer = GroupCommitter(sessions, self.spool)
 
     def start(self) -> None:
-        self.incoming.install()  # data sets stream to spool files as they arrive
+        self.incoming.prepare()
         self.committer.start()
 
     def stop(self) -> None:
         self.committer.stop()
-        self.incoming.uninstall()
 
     def read_header(self, incoming: IncomingFile, transfer_syntax: str) -> InstanceHeader:
         if transfer_syntax == DeflatedExplicitVRLittleEndian:
@@ -75,20 +74,27 @@ class StorePath:
         return InstanceHeader.from_dataset(ds, transfer_syntax)
 
 
-def handle_store(event: Event, store: StorePath) -> int | Dataset:
-    """Keep one instance pynetdicom wrote to the spool, or refuse it with a named status."""
-    incoming = store.incoming.claim(event.dataset_path)
-    if incoming is None:
-        log.error("no incoming file for a C-STORE from %s", event.assoc.requestor.ae_title)
-        return failure(StoreStatus.OUT_OF_RESOURCES, "data set was not received into the spool")
+@dataclass(frozen=True)
+class StoreRequest:
+    """One C-STORE whose data set has arrived in ``incoming``."""
+
+    calling_ae_title: str
+    transfer_syntax: str
+    affected_sop_instance_uid: str
+    incoming: IncomingFile
+
+
+def handle_store(store: StorePath, request: StoreRequest) -> int | Dataset:
+    """Keep one received instance, or refuse it with a named status; the incoming file
+    goes in every case but a kept one (refused, identical, kept first)."""
     try:
-        return _store(event, store, incoming)
+        return _store(store, request)
     finally:
-        incoming.discard()  # everything not kept goes: refused, identical, kept first
+        request.incoming.discard()
 
 
-def _store(event: Event, store: StorePath, incoming: IncomingFile) -> int | Dataset:
-    calling = str(event.assoc.requestor.ae_title).strip()
+def _store(store: StorePath, request: StoreRequest) -> int | Dataset:
+    calling, incoming = request.calling_ae_title, request.incoming
     if incoming.refusal is not None:
         log.warning("refused an instance from %s: %s", calling, incoming.refusal)
         status = (
@@ -99,7 +105,7 @@ def _store(event: Event, store: StorePath, incoming: IncomingFile) -> int | Data
         return failure(status, incoming.refusal)
     try:
         incoming.close()
-        header = store.read_header(incoming, str(event.context.transfer_syntax))
+        header = store.read_header(incoming, request.transfer_syntax)
     except InflatedTooLarge as exc:
         log.warning("refused a deflated instance from %s: %s", calling, exc)
         return failure(StoreStatus.INSTANCE_TOO_LARGE, f"{exc} (max inflated bytes)")
@@ -109,7 +115,7 @@ def _store(event: Event, store: StorePath, incoming: IncomingFile) -> int | Data
     except _UNREADABLE as exc:
         log.warning("refused unreadable data from %s: %s", calling, exc)
         return failure(StoreStatus.CANNOT_UNDERSTAND, f"unreadable data set: {exc}")
-    affected = str(event.request.AffectedSOPInstanceUID or "")
+    affected = request.affected_sop_instance_uid
     if affected and affected != header.sop_instance_uid:
         return failure(
             StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,

@@ -211,60 +211,77 @@ def parse_report(event_type: int | None, info: Dataset) -> CommitmentReport:
     return CommitmentReport(transaction_uid, committed, failed)
 
 
-def parse_event_report(event: Event) -> CommitmentReport:
-    """A :class:`CommitmentReport` from a pynetdicom ``EVT_N_EVENT_REPORT`` event.
+def parse_event_report(
+    sop_class: str, event_type: int | None, read_info: Callable[[], Dataset]
+) -> CommitmentReport:
+    """A :class:`CommitmentReport` from an N-EVENT-REPORT's Affected SOP Class UID, Event
+    Type ID and Event Information (read through ``read_info``, which may raise).
 
     Raises :class:`InvalidCommitmentReport` for another SOP class, another event type,
     or Event Information that cannot be decoded or lacks its UIDs.
     """
-    sop_class = str(getattr(event.request, "AffectedSOPClassUID", "") or "")
     if sop_class != STORAGE_COMMITMENT_PUSH_MODEL:
         raise InvalidCommitmentReport(
             f"N-EVENT-REPORT for SOP class {sop_class or '(none)'}, not storage commitment",
             EventReportStatus.NO_SUCH_SOP_CLASS,
         )
     try:
-        info = event.event_information
+        info = read_info()
         # pydicom decodes lazily: touch every element now so a broken data set fails here.
         info.walk(lambda _ds, _elem: None)
     except Exception as exc:  # noqa: BLE001 - any decoding error means the same to the sender
         raise InvalidCommitmentReport(
             f"undecodable Event Information: {exc}", EventReportStatus.INVALID_ARGUMENT_VALUE
         ) from exc
-    return parse_report(event.event_type, info)
+    return parse_report(event_type, info)
 
 
 ReportCallback = Callable[[CommitmentReport], None]
 EventReportHandler = Callable[[Event], tuple[int, Dataset | None]]
 
 
-def event_report_handler(on_report: ReportCallback) -> EventReportHandler:
-    """A handler for ``evt.EVT_N_EVENT_REPORT`` that parses each report and passes it on.
+def answer_report(
+    on_report: ReportCallback,
+    peer: str,
+    sop_class: str,
+    event_type: int | None,
+    read_info: Callable[[], Dataset],
+) -> int:
+    """The status to answer an N-EVENT-REPORT with, after passing its report on.
 
-    Answers Success once ``on_report`` has returned, so the archive only considers the
-    report delivered after the node has recorded it; Processing Failure (logged) when
+    Success once ``on_report`` has returned, so the archive only considers the report
+    delivered after the node has recorded it; Processing Failure (logged) when
     ``on_report`` raises, which tells the archive to report again later if it can; and
     the status :class:`InvalidCommitmentReport` names for a report that cannot be read.
-    pynetdicom expects (status, Event Reply); the Push Model has no Event Reply.
     """
+    try:
+        report = parse_event_report(sop_class, event_type, read_info)
+    except InvalidCommitmentReport as exc:
+        log.warning("refused a storage commitment report from %s: %s", peer, exc)
+        return int(exc.status)
+    try:
+        on_report(report)
+    except Exception:  # noqa: BLE001 - the archive gets a failure status instead
+        log.exception(
+            "could not record storage commitment report %s from %s", report.transaction_uid, peer
+        )
+        return int(EventReportStatus.PROCESSING_FAILURE)
+    return int(EventReportStatus.SUCCESS)
+
+
+def event_report_handler(on_report: ReportCallback) -> EventReportHandler:
+    """A pynetdicom ``evt.EVT_N_EVENT_REPORT`` handler answering as :func:`answer_report`
+    does (pynetdicom expects (status, Event Reply); the Push Model has no Event Reply)."""
 
     def handle_event_report(event: Event) -> tuple[int, Dataset | None]:
-        peer = str(event.assoc.requestor.ae_title).strip()
-        try:
-            report = parse_event_report(event)
-        except InvalidCommitmentReport as exc:
-            log.warning("refused a storage commitment report from %s: %s", peer, exc)
-            return int(exc.status), None
-        try:
-            on_report(report)
-        except Exception:  # noqa: BLE001 - the archive gets a failure status instead
-            log.exception(
-                "could not record storage commitment report %s from %s",
-                report.transaction_uid,
-                peer,
-            )
-            return int(EventReportStatus.PROCESSING_FAILURE), None
-        return int(EventReportStatus.SUCCESS), None
+        status = answer_report(
+            on_report,
+            str(event.assoc.requestor.ae_title).strip(),
+            str(getattr(event.request, "AffectedSOPClassUID", "") or ""),
+            event.event_type,
+            lambda: event.event_information,
+        )
+        return status, None
 
     return handle_event_report
 

@@ -180,7 +180,7 @@ def test_association_sockets_disable_nagle(scp: StorageSCP) -> None:
         ours = assoc.dul.socket.socket
         server = scp._server
         assert server is not None
-        accepted = [a.dul.socket.socket for a in server.active_associations]
+        accepted = server.connections()
         assert accepted, "the SCP holds no association"
         for sock in accepted:
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
