@@ -84,7 +84,20 @@ class StoreRequest:
     incoming: IncomingFile
 
 
-def handle_store(store: StorePath, request: StoreRequest) -> int | Dataset:
+@dataclass(frozen=True)
+class StoreVerdict:
+    """The status to answer a C-STORE with, and the header of an instance it kept."""
+
+    status: int | Dataset
+    header: InstanceHeader | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        status = self.status
+        return int(status.Status if isinstance(status, Dataset) else status) == 0
+
+
+def handle_store(store: StorePath, request: StoreRequest) -> StoreVerdict:
     """Keep one received instance, or refuse it with a named status; the incoming file
     goes in every case but a kept one (refused, identical, kept first)."""
     try:
@@ -93,7 +106,7 @@ def handle_store(store: StorePath, request: StoreRequest) -> int | Dataset:
         request.incoming.discard()
 
 
-def _store(store: StorePath, request: StoreRequest) -> int | Dataset:
+def _store(store: StorePath, request: StoreRequest) -> StoreVerdict:
     calling, incoming = request.calling_ae_title, request.incoming
     if incoming.refusal is not None:
         log.warning("refused an instance from %s: %s", calling, incoming.refusal)
@@ -102,31 +115,33 @@ def _store(store: StorePath, request: StoreRequest) -> int | Dataset:
             if incoming.refusal == DISK_NEARLY_FULL
             else StoreStatus.INSTANCE_TOO_LARGE
         )
-        return failure(status, incoming.refusal)
+        return StoreVerdict(failure(status, incoming.refusal))
     try:
         incoming.close()
         header = store.read_header(incoming, request.transfer_syntax)
     except InflatedTooLarge as exc:
         log.warning("refused a deflated instance from %s: %s", calling, exc)
-        return failure(StoreStatus.INSTANCE_TOO_LARGE, f"{exc} (max inflated bytes)")
+        return StoreVerdict(failure(StoreStatus.INSTANCE_TOO_LARGE, f"{exc} (max inflated bytes)"))
     except InvalidUID as exc:
         log.warning("refused an instance from %s: %s", calling, exc)
-        return failure(StoreStatus.CANNOT_UNDERSTAND, str(exc))
+        return StoreVerdict(failure(StoreStatus.CANNOT_UNDERSTAND, str(exc)))
     except _UNREADABLE as exc:
         log.warning("refused unreadable data from %s: %s", calling, exc)
-        return failure(StoreStatus.CANNOT_UNDERSTAND, f"unreadable data set: {exc}")
+        return StoreVerdict(failure(StoreStatus.CANNOT_UNDERSTAND, f"unreadable data set: {exc}"))
     affected = request.affected_sop_instance_uid
     if affected and affected != header.sop_instance_uid:
-        return failure(
-            StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-            "SOP Instance UID differs from Affected SOP Instance UID",
+        return StoreVerdict(
+            failure(
+                StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                "SOP Instance UID differs from Affected SOP Instance UID",
+            )
         )
     return _index(store, incoming, header, calling)
 
 
 def _index(
     store: StorePath, incoming: IncomingFile, header: InstanceHeader, calling: str
-) -> int | Dataset:
+) -> StoreVerdict:
     relative = Path(header.spool_path)
     received = Received(
         size=incoming.size,
@@ -138,16 +153,20 @@ def _index(
         outcome = store.committer.submit(header, received, incoming, relative)
     except IdentityConflict as exc:
         log.warning("refused %s from %s: %s", header.sop_instance_uid, calling, exc)
-        return failure(StoreStatus.IDENTITY_CONFLICT, str(exc))
+        return StoreVerdict(failure(StoreStatus.IDENTITY_CONFLICT, str(exc)))
     except OSError as exc:
         log.error("could not keep %s: %s", header.sop_instance_uid, exc)
-        return failure(StoreStatus.OUT_OF_RESOURCES, f"cannot store: {exc.strerror or exc}")
+        return StoreVerdict(
+            failure(StoreStatus.OUT_OF_RESOURCES, f"cannot store: {exc.strerror or exc}")
+        )
     except Exception as exc:  # noqa: BLE001 - database down or similar: ask the sender to retry
         log.exception("could not index %s", header.sop_instance_uid)
-        return failure(StoreStatus.OUT_OF_RESOURCES, f"cannot index: {type(exc).__name__}")
+        return StoreVerdict(
+            failure(StoreStatus.OUT_OF_RESOURCES, f"cannot index: {type(exc).__name__}")
+        )
     if outcome is not Outcome.STORED:
         log.info("%s from %s: %s", header.sop_instance_uid, calling, outcome.value)
-    return int(StoreStatus.SUCCESS)
+    return StoreVerdict(int(StoreStatus.SUCCESS), header)
 
 
 def sweep_at_start(settings: Settings, sessions: SessionFactory) -> int:

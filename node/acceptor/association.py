@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +47,7 @@ from node.acceptor.pdu import (
 )
 from node.admission import Admission, Refusal
 from node.delivery.commitment import ReportCallback, answer_report
+from node.index import InstanceHeader
 from node.status import StoreStatus
 from node.storage import IncomingFile
 from node.store import StorePath, StoreRequest, handle_store
@@ -58,6 +60,17 @@ MAX_EVENT_INFORMATION = 16 << 20  # a commitment report of ~100,000 references
 
 
 @dataclass
+class StudyReceived:
+    """The instances of one study kept on one association, by SOP Class UID."""
+
+    study_instance_uid: str
+    patient_id: str
+    patient_name: str
+    study_description: str
+    sop_classes: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
 class AssociationRecord:
     """What happened on one association, for the log and the audit trail."""
 
@@ -67,9 +80,25 @@ class AssociationRecord:
     calling_ae_title: str = ""
     called_ae_title: str = ""
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
-    stored: int = 0  # instances answered Success
     refused: int = 0  # instances answered with a failure status
+    studies: dict[str, StudyReceived] = field(default_factory=dict)  # by Study Instance UID
     outcome: str = "closed before an association request"
+
+    @property
+    def stored(self) -> int:
+        """Instances answered Success."""
+        return sum(sum(study.sop_classes.values()) for study in self.studies.values())
+
+    def kept(self, header: InstanceHeader) -> None:
+        study = self.studies.get(header.study_instance_uid)
+        if study is None:
+            study = self.studies[header.study_instance_uid] = StudyReceived(
+                header.study_instance_uid,
+                header.patient_id,
+                header.patient_name,
+                header.study_description,
+            )
+        study.sop_classes[header.sop_class_uid] += 1
 
 
 @dataclass(frozen=True)
@@ -292,13 +321,12 @@ class Association:
             command.sop_instance_uid,
             incoming,
         )
-        status = handle_store(self.services.store, request)
-        code = int(status.Status) if isinstance(status, Dataset) else status
-        if code == StoreStatus.SUCCESS:
-            self.record.stored += 1
+        verdict = handle_store(self.services.store, request)
+        if verdict.header is not None:
+            self.record.kept(verdict.header)
         else:
             self.record.refused += 1
-        return status
+        return verdict.status
 
     def _send(self, pdu: bytes) -> None:
         with contextlib.suppress(OSError):  # the peer is gone: nothing more to tell it
