@@ -108,6 +108,12 @@ class GroupCommitter:
         return pending.outcome
 
     def _run(self) -> None:
+        # One session for every round: building a Session costs more than a small round's
+        # statements. Each round is its own transaction; the session outlives them.
+        with self.sessions() as session:
+            self._rounds(session)
+
+    def _rounds(self, session: Session) -> None:
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -123,14 +129,14 @@ class GroupCommitter:
                     stopping = True
                     break
                 batch.append(item)
-            self._round(batch)
+            self._round(session, batch)
 
-    def _round(self, batch: list[Pending]) -> None:
+    def _round(self, session: Session, batch: list[Pending]) -> None:
         self.largest_round = max(self.largest_round, len(batch))
         try:
             for attempt in range(_ATTEMPTS):
                 try:
-                    self._transaction(batch)
+                    self._transaction(session, batch)
                     break
                 except IntegrityError:
                     # Only a lone instance (no savepoint) gets here: as in _record.
@@ -152,9 +158,9 @@ class GroupCommitter:
             for pending in batch:
                 pending.done.set()
 
-    def _transaction(self, batch: list[Pending]) -> None:
+    def _transaction(self, session: Session, batch: list[Pending]) -> None:
         folders: set[Path] = set()
-        with self.sessions() as session, session.begin():
+        with session.begin():
             if self._sqlite:
                 session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             if len(batch) == 1:  # the transaction is the instance's own: no savepoint

@@ -9,11 +9,9 @@ nearly full.
 
 from __future__ import annotations
 
-from io import BytesIO
+import struct
 
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import UID
-from pynetdicom.dsutils import create_file_meta
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
 from node.settings import Settings
 from node.storage import INCOMING, IncomingFile, has_room
@@ -42,15 +40,31 @@ class IncomingSpool:
         incoming = IncomingFile(self.folder, self.limit)
         if not self.has_room():
             incoming.refuse(DISK_NEARLY_FULL)
-        meta = BytesIO()
-        meta.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(
-            meta,
-            create_file_meta(
-                sop_class_uid=UID(sop_class_uid),
-                sop_instance_uid=UID(sop_instance_uid),
-                transfer_syntax=UID(transfer_syntax),
-            ),
-        )
-        incoming.write(meta.getvalue())
+        incoming.write(file_meta(sop_class_uid, sop_instance_uid, transfer_syntax))
         return incoming
+
+
+def _short(tag: int, vr: bytes, value: bytes) -> bytes:
+    """An Explicit VR Little Endian element with a 2-byte length."""
+    return struct.pack("<HH2sH", 0x0002, tag, vr, len(value)) + value
+
+
+def _padded(value: str, pad: bytes) -> bytes:
+    raw = value.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
+    """Preamble, prefix and File Meta Information (PS3.10 7.1) for a received data set,
+    byte for byte as pydicom writes pynetdicom's ``create_file_meta``; encoded here
+    because it is written once per instance received."""
+    rest = b"".join((
+        struct.pack("<HH2s2sI", 0x0002, 0x0001, b"OB", b"", 2) + b"\x00\x01",
+        _short(0x0002, b"UI", _padded(sop_class_uid, b"\0")),
+        _short(0x0003, b"UI", _padded(sop_instance_uid, b"\0")),
+        _short(0x0010, b"UI", _padded(transfer_syntax, b"\0")),
+        _short(0x0012, b"UI", _padded(PYNETDICOM_IMPLEMENTATION_UID, b"\0")),
+        _short(0x0013, b"SH", _padded(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
+    ))  # fmt: skip
+    group_length = _short(0x0000, b"UL", struct.pack("<I", len(rest)))
+    return b"\x00" * 128 + b"DICM" + group_length + rest

@@ -129,8 +129,11 @@ class IncomingFile:
 
     def close(self) -> None:
         """Hand every byte to the filesystem and close; idempotent. Not yet durable:
-        the round that keeps the file makes it so (:func:`make_durable`)."""
+        the round that keeps the file makes it so (:func:`make_durable`), and finds
+        most of it written already: the disk starts on it here, without waiting."""
         if not self._file.closed:
+            if self.refusal is None:
+                start_writeback(self._file.fileno())
             self._file.close()
 
     def discard(self) -> None:
@@ -167,6 +170,26 @@ def _syncfs() -> Callable[[int], int] | None:
         return None
     function.argtypes = [ctypes.c_int]
     return function
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's sync_file_range(2), or None where the C library has none."""
+    function = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    return function
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing ``fd``'s dirty pages now, without waiting (a hint:
+    it makes nothing durable; where there is no sync_file_range it does nothing)."""
+    function = _sync_file_range()
+    if function is not None:
+        function(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
 def make_durable(root: Path, files: list[Path], folders: set[Path]) -> None:

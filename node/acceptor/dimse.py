@@ -7,11 +7,13 @@ The node serves C-ECHO, C-STORE and N-EVENT-REPORT (storage commitment reports).
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom import Dataset
-from pynetdicom.dsutils import decode, encode
+from pydicom.multival import MultiValue
+from pynetdicom.dsutils import decode
 
 NO_DATA_SET = 0x0101  # Command Data Set Type: no data set follows
 
@@ -58,28 +60,51 @@ class Command:
         )
 
 
+def _element(element: int, value: bytes) -> bytes:
+    """One group 0000 element, Implicit VR Little Endian."""
+    return _IMPLICIT_HEADER.pack(0x0000, element, len(value)) + value
+
+
+def _uid(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def _us(value: int) -> bytes:
+    return struct.pack("<H", value)
+
+
+def _lo(value: str) -> bytes:
+    # LO holds 64 characters; a backslash would make it several values.
+    raw = value.replace("\\", "/")[:64].encode("ascii", "replace")
+    return raw + b" " if len(raw) % 2 else raw
+
+
+_IMPLICIT_HEADER = struct.Struct("<HHI")
+
+
 def response(request: Command, status: int | Dataset) -> bytes:
     """The response command set to ``request`` with ``status`` (a code, or a Dataset with
-    Status and optionally Error Comment), no data set following."""
-    ds = Dataset()
-    ds.AffectedSOPClassUID = request.sop_class_uid
-    ds.CommandField = int(RESPONSE_TO[CommandField(request.field)])
-    ds.MessageIDBeingRespondedTo = request.message_id
-    ds.CommandDataSetType = NO_DATA_SET
+    Status and optionally Error Comment), no data set following; encoded by hand, in
+    ascending tag order, because it is written once per instance received."""
     if isinstance(status, Dataset):
-        ds.Status = int(status.Status)
-        if "ErrorComment" in status:
-            ds.ErrorComment = status.ErrorComment
+        value = status.get("ErrorComment", "") or ""
+        code = int(status.Status)
+        comment = "/".join(value) if isinstance(value, MultiValue | list) else str(value)
     else:
-        ds.Status = int(status)
+        code, comment = int(status), ""
+    elements = [
+        _element(0x0002, _uid(request.sop_class_uid)),
+        _element(0x0100, _us(RESPONSE_TO[CommandField(request.field)])),
+        _element(0x0120, _us(request.message_id)),
+        _element(0x0800, _us(NO_DATA_SET)),
+        _element(0x0900, _us(code)),
+    ]
+    if comment:
+        elements.append(_element(0x0902, _lo(comment)))
     if request.sop_instance_uid:
-        ds.AffectedSOPInstanceUID = request.sop_instance_uid
+        elements.append(_element(0x1000, _uid(request.sop_instance_uid)))
     if request.event_type_id is not None:
-        ds.EventTypeID = request.event_type_id
-    body = encode(ds, True, True)
-    assert body is not None
-    group = Dataset()
-    group.CommandGroupLength = len(body)
-    head = encode(group, True, True)
-    assert head is not None
-    return head + body
+        elements.append(_element(0x1002, _us(request.event_type_id)))
+    body = b"".join(elements)
+    return _element(0x0000, struct.pack("<I", len(body))) + body

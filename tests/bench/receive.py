@@ -5,8 +5,9 @@ each receiver, (a) over one association and (b) over four associations at once (
 storescu processes, each a quarter of the N instances, so N in all), three runs each
 on a fresh receiver, and prints the median instances/s and the node's ratio to each
 peer. Every node run is durable: each instance's file, its directory entry and its
-index row are fsynced before it is acknowledged (SQLite, WAL, synchronous=FULL).
-storescp writes without fsync; Orthanc with its defaults.
+index row are on disk before it is acknowledged (a syncfs per round of instances,
+then the SQLite commit: WAL, synchronous=FULL). storescp writes without fsync; Orthanc
+with its defaults (SyncStorageArea: a fsync per file).
 Run: `.venv/bin/python tests/bench/receive.py [N]`.
 """
 
