@@ -130,6 +130,9 @@ class GroupCommitter:
                     break
                 batch.append(item)
             self._round(session, batch)
+            # Forget this round's objects: the next round reads what others changed since
+            # (the session factory does not expire on commit).
+            session.expunge_all()
 
     def _round(self, session: Session, batch: list[Pending]) -> None:
         self.largest_round = max(self.largest_round, len(batch))

@@ -26,13 +26,13 @@ class IdentityCache:
 
     What it trusts: a Patient, Study or Series row, once committed, keeps its identity
     (UIDs, its study, its patient and that patient's attributes): the index writes
-    those columns only when it creates the row, no module deletes these rows, and other
-    processes (scheduler, workers, web) write only a series' state and times, which the
-    cache does not hold; the Series row itself is still read in each transaction (its
-    state is series_state's to write). So an entry stays right whoever else writes. It
-    is filled only after the transaction that created or read the row has committed,
-    and an entry whose row is gone (deleted out of band) is dropped when the lookup of
-    its Series row finds nothing, or on an integrity error.
+    those columns only when it creates the row, and other processes (scheduler, workers,
+    web) write only a series' state and times, which the cache does not hold; the Series
+    row itself is still read in each transaction (its state is series_state's to write).
+    So an entry stays right whoever else writes. It is filled only after the transaction
+    that created or read the row has committed, and an entry whose row is gone (a study
+    deleted by :mod:`node.retention`, or another receiving process's cache) is dropped
+    when the lookup of its Series row finds nothing, or on an integrity error.
     """
 
     def __init__(self, limit: int = 10_000) -> None:

@@ -15,6 +15,7 @@ from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_
 
 from node.settings import Settings
 from node.storage import INCOMING, IncomingFile, has_room
+from node.uids import validate_uid
 
 DISK_NEARLY_FULL = "disk nearly full (free space under AINODE_MIN_FREE_BYTES)"
 
@@ -36,11 +37,17 @@ class IncomingSpool:
     def open(self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> IncomingFile:
         """A new incoming file, a PS3.10 file: preamble, prefix and File Meta Information
         (from the C-STORE request and its presentation context), then the data set as it
-        arrives. Already refused when the disk is nearly full."""
+        arrives. Already refused when the disk is nearly full. Raises
+        :class:`~node.uids.InvalidUID` for a UID that is not one (before any file)."""
+        meta = file_meta(
+            validate_uid(sop_class_uid, "Affected SOP Class UID"),
+            validate_uid(sop_instance_uid, "Affected SOP Instance UID"),
+            transfer_syntax,
+        )
         incoming = IncomingFile(self.folder, self.limit)
         if not self.has_room():
             incoming.refuse(DISK_NEARLY_FULL)
-        incoming.write(file_meta(sop_class_uid, sop_instance_uid, transfer_syntax))
+        incoming.write(meta)
         return incoming
 
 

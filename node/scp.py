@@ -19,7 +19,9 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, bu
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification
 
-from node.acceptor.association import AcceptorServices, AssociationRecord
+from node.acceptor.messages import AcceptorServices
+from node.acceptor.pool import ReceiverPool
+from node.acceptor.record import AssociationRecord
 from node.acceptor.server import AssociationListener
 from node.admission import Admission, parse_rules
 from node.db.session import SessionFactory
@@ -53,7 +55,7 @@ def build_admission(settings: Settings) -> Admission:
     )
 
 
-def _log_association(record: AssociationRecord) -> None:
+def log_association(record: AssociationRecord) -> None:
     log.info(
         "association %s -> %s from %s: %s, %d stored, %d refused",
         record.calling_ae_title or "?",
@@ -73,7 +75,7 @@ class StorageSCP:
         settings: Settings,
         sessions: SessionFactory,
         on_commitment: ReportCallback | None = None,
-        on_association: Callable[[AssociationRecord], None] = _log_association,
+        on_association: Callable[[AssociationRecord], None] = log_association,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -84,8 +86,9 @@ class StorageSCP:
         self.admission = build_admission(settings)
         self._server: AssociationListener | None = None  # plain TCP
         self._tls_server: AssociationListener | None = None
+        self.pool: ReceiverPool | None = None  # receiving processes, when configured
 
-    def _services(self) -> AcceptorServices:
+    def _services(self, pool: ReceiverPool | None) -> AcceptorServices:
         settings = self.settings
         return AcceptorServices(
             admission=self.admission,
@@ -96,13 +99,16 @@ class StorageSCP:
             store=self.store,
             on_report=self.on_commitment,
             on_ended=self.on_association,
+            pool=pool,
         )
 
     def start(self) -> None:
         self.spool.ensure_dir(Path("."))
         self.store.start()  # incoming files and the group committer (node.store)
-        services = self._services()
         settings = self.settings
+        if settings.dicom_receive_processes > 0:
+            self.pool = ReceiverPool(settings, settings.dicom_receive_processes)
+            self.pool.start()
         if settings.dicom_tls_port is not None:
             assert settings.dicom_tls_cert is not None and settings.dicom_tls_key is not None
             context = server_context(
@@ -112,11 +118,12 @@ class StorageSCP:
                 settings.dicom_tls_require_client_cert,
             )
             address = (settings.dicom_bind, settings.dicom_tls_port)
-            self._tls_server = self._listen(address, services, context)
+            # TLS state cannot move to another process: TLS associations are served here.
+            self._tls_server = self._listen(address, self._services(None), context)
             log.info("Storage SCP %s (TLS) listening on %s:%s", settings.ae_title, *address)
         if settings.dicom_plaintext:
             address = (settings.dicom_bind, settings.dicom_port)
-            self._server = self._listen(address, services, None)
+            self._server = self._listen(address, self._services(self.pool), None)
             log.info("Storage SCP %s listening on %s:%s", settings.ae_title, *address)
 
     def _listen(self, address: tuple[str, int], services: AcceptorServices,
@@ -137,8 +144,13 @@ class StorageSCP:
         return all(server is not None and server.listening for asked, server in wanted if asked)
 
     def stop(self) -> None:
-        for server in (self._server, self._tls_server):
-            if server is not None:
-                server.shutdown()
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        for server in servers:
+            server.stop_accepting()
+        if self.pool is not None:  # its associations end there, and their threads here
+            self.pool.stop()
+            self.pool = None
+        for server in servers:
+            server.shutdown()
         self._server = self._tls_server = None
         self.store.stop()

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from node.db.session import SessionFactory
@@ -32,8 +31,6 @@ from node.storage import DurableFolder, IncomingFile, sweep_spool
 from node.uids import InvalidUID
 
 log = logging.getLogger(__name__)
-
-_UNREADABLE = (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError)
 
 
 def failure(status: StoreStatus, comment: str) -> Dataset:
@@ -118,6 +115,10 @@ def _store(store: StorePath, request: StoreRequest) -> StoreVerdict:
         return StoreVerdict(failure(status, incoming.refusal))
     try:
         incoming.close()
+    except OSError as exc:
+        log.error("could not write an instance from %s: %s", calling, exc)
+        return StoreVerdict(failure(StoreStatus.OUT_OF_RESOURCES, f"cannot store: {exc}"))
+    try:
         header = store.read_header(incoming, request.transfer_syntax)
     except InflatedTooLarge as exc:
         log.warning("refused a deflated instance from %s: %s", calling, exc)
@@ -125,7 +126,9 @@ def _store(store: StorePath, request: StoreRequest) -> StoreVerdict:
     except InvalidUID as exc:
         log.warning("refused an instance from %s: %s", calling, exc)
         return StoreVerdict(failure(StoreStatus.CANNOT_UNDERSTAND, str(exc)))
-    except _UNREADABLE as exc:
+    # pydicom raises many kinds on a broken header (InvalidDicomError, ValueError, EOFError,
+    # KeyError...; NotImplementedError for an unknown VR): each is the sender's data.
+    except Exception as exc:  # noqa: BLE001
         log.warning("refused unreadable data from %s: %s", calling, exc)
         return StoreVerdict(failure(StoreStatus.CANNOT_UNDERSTAND, f"unreadable data set: {exc}"))
     affected = request.affected_sop_instance_uid

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 from pydicom import Dataset, dcmread
 from pynetdicom import AE
 
+from node.acceptor.record import AssociationRecord
 from node.db.migrate import upgrade_to_head
 from node.db.session import make_engine, make_session_factory
 from node.scp import StorageSCP
@@ -22,11 +23,15 @@ CALLED = "AINODE"
 
 
 @contextmanager
-def running_scp(data_dir: Path, **settings: Any) -> Iterator[StorageSCP]:
+def running_scp(
+    data_dir: Path, on_association: Callable[[AssociationRecord], None] | None = None,
+    **settings: Any,
+) -> Iterator[StorageSCP]:  # fmt: skip
     config = Settings(data_dir=data_dir, dicom_port=free_port(), dicom_bind="127.0.0.1", **settings)
     engine = make_engine(config)
     upgrade_to_head(engine)
-    scp = StorageSCP(config, make_session_factory(engine))
+    extra = {"on_association": on_association} if on_association is not None else {}
+    scp = StorageSCP(config, make_session_factory(engine), **extra)
     scp.start()
     try:
         yield scp

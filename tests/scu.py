@@ -6,7 +6,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
+from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config
 
 
@@ -15,7 +16,7 @@ def send_raw(host: str, port: int, called_aet: str, path: Path) -> Dataset:
 
     The file meta information names the SOP class and transfer syntax to propose.
     """
-    meta = dcmread(path, stop_before_pixels=True, specific_tags=[]).file_meta
+    meta = read_file_meta_info(path)  # the data set itself is never parsed here
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID)
     assoc = ae.associate(host, port, ae_title=called_aet)

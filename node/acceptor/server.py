@@ -18,7 +18,9 @@ import socket
 import ssl
 import threading
 
-from node.acceptor.association import AcceptorServices, Association, AssociationRecord
+from node.acceptor.association import Association
+from node.acceptor.messages import AcceptorServices
+from node.acceptor.record import AssociationRecord
 from node.network import set_tcp_nodelay_on
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,8 @@ class AssociationListener:
             sock = self._secure(conn, record) if self.tls_context else conn
             if sock is not None:
                 Association(sock, record, self.services, over_ceiling).run()
+            elif self.services.on_ended is not None:  # the handshake failed: on record too
+                self.services.on_ended(record)
         except Exception:  # noqa: BLE001 - one connection's fault must not stop the listener
             log.exception("association from %s failed", record.address)
             conn.close()
@@ -130,8 +134,8 @@ class AssociationListener:
             log.info("TLS peer %s: %s", record.address, record.tls_identity)
         return secured
 
-    def shutdown(self) -> None:
-        """Stop accepting, close every connection, wait for their threads."""
+    def stop_accepting(self) -> None:
+        """Close the listening socket; the connections being served go on."""
         self._stopping = True
         if self.socket is not None:
             with contextlib.suppress(OSError):
@@ -139,6 +143,10 @@ class AssociationListener:
             self.socket.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def shutdown(self) -> None:
+        """Stop accepting, close every connection, wait for their threads."""
+        self.stop_accepting()
         with self._lock:
             connections = dict(self._connections)
         for conn in connections:

@@ -4,10 +4,12 @@ Sends the same CT series (N slices of 512x512, default 500) with DCMTK's storesc
 each receiver, (a) over one association and (b) over four associations at once (four
 storescu processes, each a quarter of the N instances, so N in all), three runs each
 on a fresh receiver, and prints the median instances/s and the node's ratio to each
-peer. Every node run is durable: each instance's file, its directory entry and its
-index row are on disk before it is acknowledged (a syncfs per round of instances,
-then the SQLite commit: WAL, synchronous=FULL). storescp writes without fsync; Orthanc
-with its defaults (SyncStorageArea: a fsync per file).
+peer. The node runs twice: serving every association in its own process (the default)
+and with two receiving processes (AINODE_DICOM_RECEIVE_PROCESSES=2). Every node run is
+durable: each instance's file, its directory entry and its index row are on disk
+before it is acknowledged (a syncfs per round of instances, then the SQLite commit:
+WAL, synchronous=FULL). storescp writes without fsync; Orthanc with its defaults
+(SyncStorageArea: a fsync per file).
 Run: `.venv/bin/python tests/bench/receive.py [N]`.
 """
 
@@ -37,7 +39,7 @@ from tests.orthanc import free_port, start_orthanc  # noqa: E402
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 RUNS = 3
 ASSOCIATIONS = 4
-NODE = "ainode SCP (durable)"
+NODE = "ainode, in the node's process"
 
 
 def send(files: list[Path], port: int, aec: str, associations: int) -> float:
@@ -87,8 +89,9 @@ def orthanc(root: Path) -> Iterator[tuple[int, str]]:
 
 
 @contextmanager
-def node(root: Path) -> Iterator[tuple[int, str]]:
-    settings = Settings(data_dir=root, dicom_port=free_port(), dicom_bind="127.0.0.1")
+def node(root: Path, receive_processes: int = 0) -> Iterator[tuple[int, str]]:
+    settings = Settings(data_dir=root, dicom_port=free_port(), dicom_bind="127.0.0.1",
+                        dicom_receive_processes=receive_processes)  # fmt: skip
     engine = make_engine(settings)
     upgrade_to_head(engine)
     scp = StorageSCP(settings, make_session_factory(engine))
@@ -100,7 +103,20 @@ def node(root: Path) -> Iterator[tuple[int, str]]:
         engine.dispose()
 
 
-RECEIVERS = {"DCMTK storescp (no fsync)": storescp, "Orthanc": orthanc, NODE: node}
+@contextmanager
+def node_with_processes(root: Path) -> Iterator[tuple[int, str]]:
+    with node(root, RECEIVE_PROCESSES) as receiver:
+        yield receiver
+
+
+RECEIVE_PROCESSES = 2
+NODE_PROCESSES = f"ainode, {RECEIVE_PROCESSES} receiving processes"
+RECEIVERS = {
+    "DCMTK storescp (no fsync)": storescp,
+    "Orthanc": orthanc,
+    NODE: node,
+    NODE_PROCESSES: node_with_processes,
+}
 
 
 def measure(files: list[Path], root: Path, associations: int) -> dict[str, float]:
@@ -108,7 +124,8 @@ def measure(files: list[Path], root: Path, associations: int) -> dict[str, float
     rates: dict[str, list[float]] = {name: [] for name in RECEIVERS}
     for run in range(RUNS):
         for name, receiver in RECEIVERS.items():
-            with receiver(root / f"{name.split()[0]}-{associations}-{run}") as (port, aec):
+            folder = root / f"receiver{list(RECEIVERS).index(name)}-{associations}-{run}"
+            with receiver(folder) as (port, aec):
                 rates[name].append(send(files, port, aec, associations))
     return {name: statistics.median(values) for name, values in rates.items()}
 
@@ -116,8 +133,10 @@ def measure(files: list[Path], root: Path, associations: int) -> dict[str, float
 def report(title: str, rates: dict[str, float]) -> None:
     print(title)
     for name, rate in rates.items():
-        ratio = rates[NODE] / rate
-        print(f"  {name:28s} {rate:8.1f} instances/s   node/this = {ratio:5.2f}")
+        print(f"  {name:34s} {rate:8.1f} instances/s")
+    for name in (NODE, NODE_PROCESSES):
+        print(f"  {name}: {rates[name] / rates['Orthanc']:.2f}x Orthanc, "
+              f"{rates[name] / rates['DCMTK storescp (no fsync)']:.2f}x storescp")  # fmt: skip
 
 
 def main(count: int) -> None:

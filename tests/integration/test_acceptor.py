@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pynetdicom import build_context
-from pynetdicom.dsutils import encode
+from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 
@@ -77,7 +78,7 @@ def _p_data(control: int, data: bytes, context_id: int = 1) -> bytes:
     return PDU_HEADER.pack(PduType.P_DATA_TF, len(item)) + item
 
 
-def _store_command(message_id: int = 1) -> bytes:
+def _store_command(message_id: int = 1, instance_uid: str | None = None) -> bytes:
     """A C-STORE-RQ command set (Implicit VR Little Endian, group length first)."""
     command = Dataset()
     command.AffectedSOPClassUID = CT_IMAGE_STORAGE
@@ -85,7 +86,9 @@ def _store_command(message_id: int = 1) -> bytes:
     command.MessageID = message_id
     command.Priority = 0
     command.CommandDataSetType = 0x0000  # a data set follows
-    command.AffectedSOPInstanceUID = dcmread(CT, stop_before_pixels=True).SOPInstanceUID
+    command.AffectedSOPInstanceUID = (
+        instance_uid or dcmread(CT, stop_before_pixels=True).SOPInstanceUID
+    )
     body = encode(command, True, True)
     group = Dataset()
     group.CommandGroupLength = len(body)
@@ -176,3 +179,18 @@ def test_smallest_pdus_carry_an_instance_whole(tmp_path: Path) -> None:
         assert pynetdicom_store(node.settings.dicom_port, CT).Status == 0x0000
         (kept,) = spool_files(node)
         assert dcmread(kept) == dcmread(CT)
+
+
+def test_a_store_whose_uid_is_not_a_uid_is_answered_and_its_data_set_dropped(
+    scp: StorageSCP, associated: socket.socket
+) -> None:
+    data = CT.read_bytes()[132:]
+    associated.sendall(_p_data(COMMAND | LAST, _store_command(instance_uid="1.2.3.x/../y")))
+    associated.sendall(_p_data(LAST, data[:8000]))
+    pdu_type, body = _read_pdu(associated)
+    assert pdu_type == PduType.P_DATA_TF
+    answer = decode(BytesIO(body[6:]), True, True)  # past the PDV item's header
+    assert answer.Status == 0xC000 and "UID" in answer.ErrorComment
+    _nothing_kept(scp)
+    associated.sendall(PDU_HEADER.pack(PduType.A_RELEASE_RQ, 4) + bytes(4))
+    assert _read_pdu(associated)[0] == PduType.A_RELEASE_RP
