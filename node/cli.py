@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from node.auth.cli_commands import add_commands as add_auth_commands
 from node.settings import Settings
 
 
@@ -37,17 +38,22 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
         return 2
     context, app = WorkerContext.build(settings, settings.broker_url)
     register_tasks(app, context)
-    app.worker_main(
-        [
-            "worker",
-            "--pool=solo",  # one task at a time, no fork: CUDA stays in this process
-            "--queues=gpu,io",
-            f"--loglevel={settings.log_level}",
-            f"--hostname=ainode-{os.getpid()}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
+    context.trail.application_started("ainode worker")
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool=solo",  # one task at a time, no fork: CUDA stays in this process
+                "--queues=gpu,io",
+                f"--loglevel={settings.log_level}",
+                f"--hostname=ainode-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    finally:  # Celery's warm shutdown (SIGTERM) returns here
+        context.trail.application_stopped("ainode worker")
+        context.trail.close(timeout=5.0)
     return 0
 
 
@@ -102,6 +108,7 @@ def _analyze(settings: Settings, args: argparse.Namespace) -> int:
 
     from models.registry import discover_packages
     from workers.infer import select_device
+    from workers.load.limits import DecodeLimits
     from workers.local import analyze_directory
 
     registry = discover_packages(settings.models_dir)
@@ -114,7 +121,9 @@ def _analyze(settings: Settings, args: argparse.Namespace) -> int:
     if not args.dicom_dir.is_dir():
         print(f"ainode analyze: {args.dicom_dir} is not a folder", file=sys.stderr)
         return 2
-    outcomes = analyze_directory(args.dicom_dir, package, args.out, select_device(settings.device))
+    limits = DecodeLimits(settings.max_frame_bytes, settings.max_decoded_bytes)
+    device = select_device(settings.device)
+    outcomes = analyze_directory(args.dicom_dir, package, args.out, device, limits)
     if not outcomes:
         print(f"ainode analyze: no DICOM series under {args.dicom_dir}", file=sys.stderr)
         return 1
@@ -155,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--model", required=True, help="model name (see `ainode models list`)")
     analyze.add_argument("--out", type=Path, required=True, help="folder for the SEG and SR")
     analyze.set_defaults(run=_analyze)
+    add_auth_commands(commands)
     return parser
 
 

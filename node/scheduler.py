@@ -81,7 +81,7 @@ class Scheduler:
                 self.queue.send_delivery(job_id)
             elif state is JobState.RUNNING:
                 if not self.ledger.requeue_lost(job_id, lost_after):
-                    continue  # its worker renewed it meanwhile
+                    continue  # its worker renewed it meanwhile, or the ledger gave it up
                 log.warning("job %s: its worker stopped renewing it; running it again", job_id)
                 self.queue.send_analysis(job_id)
             else:

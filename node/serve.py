@@ -1,18 +1,29 @@
 """``ainode serve``: every role of the node on one machine.
 
 Start order follows the data: database (migrated), broker (embedded Redis unless one
-is configured), worker process, scheduler, Storage SCP, then the web server in the
-foreground. Stopping reverses it, so nothing is accepted that cannot be processed.
+is configured), worker process, scheduler, retention sweep, Storage SCP, then the web
+server in the foreground. Stopping reverses it, so nothing is accepted that cannot be
+processed.
+The process's audit trail (``node.audit``) is told of the start once every role is up,
+of each association, commitment report and web action meanwhile, and of the stop
+once every role is down.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
+import signal
+from types import FrameType
 
 import uvicorn
 
 from models.registry import ModelRegistry, discover_packages
+from node.audit.receiving import AssociationAudit
+from node.audit.results import ResultsAudit
+from node.audit.trail import AuditTrail
+from node.audit.web_actions import action_recorder
+from node.auth.accounts import AccountStore
+from node.auth.bootstrap import ensure_first_admin
 from node.broker import EmbeddedRedis, broker_answers
 from node.db.migrate import upgrade_to_head
 from node.db.session import database_answers, make_engine, make_session_factory
@@ -21,13 +32,14 @@ from node.delivery.reports import CommitmentReports
 from node.jobs.celery_app import make_celery
 from node.jobs.ledger import JobLedger
 from node.jobs.queue import JobQueue
-from node.jobs.retry import JobRetry
+from node.jobs.retry import JobReanalysis, JobRetry
+from node.retention import Retention
 from node.scheduler import Scheduler
-from node.scp import StorageSCP
+from node.scp import StorageSCP, log_association
 from node.settings import Settings
 from node.storage import has_room
 from node.store import sweep_at_start
-from node.supervisor import ChildSupervisor
+from node.supervisor import worker_supervisor
 from node.web.app import create_app
 
 log = logging.getLogger(__name__)
@@ -42,12 +54,27 @@ def _discover(settings: Settings) -> ModelRegistry:
     return registry
 
 
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM end serve through its ``finally``, as Ctrl-C does, so every role is
+    stopped and the stop audited. uvicorn catches SIGTERM while it serves and raises it
+    again once the web server has stopped; with the default action the process would
+    die right there. A second SIGTERM ends the process at once."""
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def serve(settings: Settings) -> None:
     """Start every role (order in the module docstring); return once the web server stops."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings)
     upgrade_to_head(engine)
     sessions = make_session_factory(engine)
+    ensure_first_admin(AccountStore(sessions), settings.data_dir)  # no account yet
+    trail = AuditTrail.from_settings(settings, sessions)
 
     embedded: EmbeddedRedis | None = None
     broker_url = settings.broker_url
@@ -56,17 +83,20 @@ def serve(settings: Settings) -> None:
         broker_url = embedded.start()
 
     registry = _discover(settings)
-    ledger = JobLedger(sessions)
+    ledger = JobLedger(sessions, settings.max_job_attempts)
     outbox = Outbox(sessions, settings)
     queue = JobQueue(make_celery(broker_url, settings.visibility_timeout_seconds), ledger)
-    worker = ChildSupervisor(
-        "worker",
-        [sys.executable, "-m", "node.cli", "worker"],
-        {**settings.worker_environment(), "AINODE_BROKER_URL": broker_url},
-    )
+    worker = worker_supervisor(settings, broker_url)  # settings in a private file, not env
     scheduler = Scheduler(settings, sessions, registry, queue, ledger)
-    commitment_reports = CommitmentReports(outbox, ledger, queue)
-    scp = StorageSCP(settings, sessions, on_commitment=commitment_reports.record)
+    retention = Retention(settings, sessions)
+    results_audit = ResultsAudit(trail, sessions, settings)
+    commitment_reports = CommitmentReports(outbox, ledger, queue, results_audit)
+    scp = StorageSCP(
+        settings,
+        sessions,
+        on_commitment=commitment_reports.record,
+        on_association=AssociationAudit(trail, then=log_association),
+    )
 
     def health() -> dict[str, bool]:
         return {
@@ -79,7 +109,14 @@ def serve(settings: Settings) -> None:
             "worker": worker.alive,
         }
 
-    app = create_app(settings, sessions, health=health, retry_job=JobRetry(ledger, outbox, queue))
+    app = create_app(
+        settings,
+        sessions,
+        health=health,
+        retry_job=JobRetry(ledger, outbox, queue),
+        reanalyse_job=JobReanalysis(ledger, queue),
+        record_action=action_recorder(trail),
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -89,18 +126,28 @@ def serve(settings: Settings) -> None:
             access_log=False,
         )
     )
+    started = False
+    _stop_on_sigterm()
     try:
+        retention.remove_empty_folders()  # before the worker and the SCP make folders
         worker.start()
         scheduler.start()
+        retention.start()  # its first sweep finishes what a crash left half deleted
         sweep_at_start(settings, sessions)  # what a crash left, before the SCP listens
         scp.start()
+        trail.application_started("ainode serve")
+        started = True
         log.info("web on http://%s:%s", settings.http_bind, settings.http_port)
         server.run()
     finally:
         scp.stop()
+        retention.stop()
         scheduler.stop()
         worker.stop()
         if embedded is not None:
             embedded.stop()
+        if started:
+            trail.application_stopped("ainode serve")
+        trail.close(timeout=5.0)  # the syslog messages still queued, within 5 s
         engine.dispose()
         log.info("node stopped")

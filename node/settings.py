@@ -13,10 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from node.admission import parse_rules
+from node.audit.syslog import SyslogAddress
+from node.auth.hosts import normalize_host
+from node.auth.oidc_settings import OidcSettings  # the AINODE_OIDC_* fields
+from node.auth.roles import parse_role
+from node.credentials import values_from_files, with_password
 from node.delivery.destinations import (
     AE_TITLE,
     AnyDestination,
@@ -26,7 +31,7 @@ from node.delivery.destinations import (
 )
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, OidcSettings):
     """Every knob the node has. Environment names are ``AINODE_`` + the field name."""
 
     model_config = SettingsConfigDict(env_prefix="AINODE_", extra="ignore")
@@ -58,7 +63,10 @@ class Settings(BaseSettings):
         default=0, ge=0, description="associations at once per calling AE title; 0: no own limit"
     )
     dicom_max_connections: int = Field(
-        default=64, ge=1, description="TCP connections at once, incl. silent ones (pynetdicom's)"
+        default=64, ge=1, description="TCP connections served at once, silent ones too"
+    )
+    dicom_receive_processes: int = Field(
+        default=0, ge=0, le=64, description="processes serving associations (0: the node's own)"
     )
     dicom_acse_timeout: float = Field(
         default=30.0, gt=0, description="s to wait for association messages; also closes a "
@@ -76,6 +84,13 @@ class Settings(BaseSettings):
     )
     broker_url: str | None = Field(
         default=None, description="Redis URL; unset starts an embedded Redis under data_dir"
+    )
+    # Passwords apart from their URLs, e.g. Docker secrets (AINODE_*_FILE): node.credentials
+    database_password: SecretStr | None = Field(
+        default=None, description="password for database_url (a PostgreSQL URL without one)"
+    )
+    broker_password: SecretStr | None = Field(
+        default=None, description="password for broker_url (Redis requirepass)"
     )
     archive: str | None = Field(
         default=None,
@@ -121,6 +136,22 @@ class Settings(BaseSettings):
         ge=0,
         description="below this free space on the spool C-STORE is refused and /healthz is 503",
     )
+    # Retention (node.retention): finished, delivered studies are deleted after this.
+    retention_days: float = Field(
+        default=30.0, ge=0, description="days a finished, delivered study is kept; 0: for ever"
+    )
+    retention_interval_seconds: float = Field(
+        default=600.0, gt=0, description="how often the retention sweep runs"
+    )
+    # Bounds on decoding a series (workers.load.limits), checked before any pixel decode.
+    max_frame_bytes: int = Field(
+        default=64 * 1024**2, gt=0, description="one decoded frame larger than this is refused"
+    )
+    max_decoded_bytes: int = Field(
+        default=2 * 1024**3,
+        gt=0,
+        description="a series whose decoded voxels (float32) pass this is refused",
+    )
     allowed_calling_aets: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="who may associate: AET, AET@address or AET@network/prefix, * = any AE "
@@ -139,12 +170,57 @@ class Settings(BaseSettings):
     lost_worker_seconds: float = Field(
         default=60.0, gt=0, description="a running job not renewed this long is run again"
     )
+    max_job_attempts: int = Field(
+        default=3, ge=1, description="a job whose worker is lost this many times in a row fails"
+    )
     visibility_timeout_seconds: float = Field(
         default=6 * 3600.0,
         gt=0,
         description="the broker re-delivers an unacknowledged job after this; above the longest",
     )
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    # Web sign-in, roles and browser hardening (node.auth, node.web.hardening).
+    web_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        description="Host header names the web server answers (plus http_bind); others: 400",
+    )
+    web_session_seconds: float = Field(
+        default=8 * 3600.0, gt=0, description="a signed-in session ends this long after sign-in"
+    )
+    web_session_secret: str | None = Field(
+        default=None,
+        min_length=32,
+        repr=False,
+        description="key that signs session cookies; unset: a random key in data_dir",
+    )
+    phi_roles: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["operator", "admin"],
+        description="roles that see patient name, ID, birth date and accession number",
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        min_length=16,
+        repr=False,
+        description="bearer token that may read /metrics; unset: an admin principal only",
+    )
+    # Audit trail (node.audit): every event is a database row; with audit_syslog each is
+    # also sent as a DICOM audit message (PS3.15 A.5) to a syslog collector.
+    audit_syslog: str = Field(
+        default="", description="udp://, tcp:// or tls://host:port of the collector; empty: off"
+    )
+    audit_syslog_ca: Path | None = Field(
+        default=None, description="PEM CA(s) a tls:// collector is checked against; unset: system"
+    )
+    audit_syslog_cert: Path | None = Field(
+        default=None, description="PEM certificate the node shows a tls:// collector (mutual TLS)"
+    )
+    audit_syslog_key: Path | None = Field(default=None, description="its unencrypted PEM key")
+    audit_syslog_accepted_associations: bool = Field(
+        default=False, description="also send accepted associations (failures always go)"
+    )
+    audit_source_id: str | None = Field(
+        default=None, description="AuditSourceID of the messages; unset: the AE title"
+    )
     log_level: str = "INFO"
 
     @field_validator("ae_title")
@@ -184,6 +260,39 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
+    @field_validator("web_allowed_hosts", "phi_roles", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("phi_roles")
+    @classmethod
+    def _check_phi_roles(cls, value: list[str]) -> list[str]:
+        return [parse_role(name).value for name in value]
+
+    @field_validator("web_allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        return [normalize_host(name) for name in value]
+
+    @field_validator("audit_syslog")
+    @classmethod
+    def _check_audit_syslog(cls, value: str) -> str:
+        if value.strip():
+            SyslogAddress.parse(value)  # a malformed address stops the node at start-up
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _check_audit_tls(self) -> Settings:
+        if (self.audit_syslog_cert is None) != (self.audit_syslog_key is None):
+            raise ValueError("audit_syslog_cert and audit_syslog_key go together")
+        return self
+
     @field_validator("allowed_calling_aets")
     @classmethod
     def _check_callers(cls, value: list[str]) -> list[str]:
@@ -216,6 +325,14 @@ class Settings(BaseSettings):
         return self.data_dir / "results"
 
     @property
+    def effective_allowed_hosts(self) -> frozenset[str]:
+        """``web_allowed_hosts``, and ``http_bind`` unless it is a wildcard address."""
+        hosts = set(self.web_allowed_hosts)
+        if self.http_bind not in ("0.0.0.0", "::", ""):
+            hosts.add(normalize_host(self.http_bind))
+        return frozenset(hosts)
+
+    @property
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -234,15 +351,28 @@ class Settings(BaseSettings):
     def destination(self, name: str) -> Destination | None:
         return next((d for d in self.all_destinations if d.name == name), None)
 
-    def worker_environment(self) -> dict[str, str]:
-        """The environment that rebuilds these exact settings in a child process."""
-        env: dict[str, str] = {}
-        for name, value in self.model_dump().items():
-            if value is None:
-                continue
-            key = f"AINODE_{name.upper()}"
-            env[key] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-        return env
+    @model_validator(mode="after")
+    def _passwords_into_urls(self) -> Settings:
+        """Put ``database_password`` and ``broker_password`` into their URLs, so every role
+        connects with the URL alone; a URL that names its own password keeps it."""
+        # Assigned only when changed: an assignment counts as set (``load`` merges those).
+        database_url = with_password(self.database_url, self.database_password, "database")
+        if database_url != self.database_url:
+            self.database_url = database_url
+        broker_url = with_password(self.broker_url, self.broker_password, "broker")
+        if broker_url != self.broker_url:
+            self.broker_url = broker_url
+        return self
+
+    def as_config(self) -> dict[str, Any]:
+        """These settings as a config file's mapping that ``load`` rebuilds exactly,
+        secrets included: write it readable by the node's user alone
+        (``node.supervisor`` hands it to the worker child instead of its environment)."""
+        config = self.model_dump(mode="json")
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                config[name] = value.get_secret_value()
+        return config
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -258,5 +388,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"config file {path} must hold a mapping of setting names")
             file_values = {k.lower(): v for k, v in loaded.items()}
         env_values = cls()  # environment (and defaults)
-        merged = {**file_values, **env_values.model_dump(exclude_unset=True), **overrides}
+        merged = {
+            **file_values,
+            **env_values.model_dump(exclude_unset=True),
+            # AINODE_<NAME>_FILE: a secret's value from a file (node.credentials)
+            **values_from_files(os.environ, cls.model_fields),
+            **overrides,
+        }
         return cls.model_validate(merged) if merged else env_values

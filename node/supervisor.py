@@ -1,20 +1,38 @@
-"""Keeps a child process (the node's worker) running, restarting it if it dies."""
+"""Keeps a child process (the node's worker) running, restarting it if it dies, and
+hands the worker child its settings.
+
+The worker child gets the serve process's settings as a file readable by the node's
+user alone (``worker-settings.json`` in the data directory), never as environment
+variables: a child's environment is readable in ``/proc/<pid>/environ`` and inherited
+by whatever it starts, and the settings hold the destinations' credentials and the
+database and broker passwords. Its environment is the serve process's without any
+``AINODE_*`` variable, so the file is the one source of its settings.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
+import sys
 import threading
+from pathlib import Path
+
+from node.settings import Settings
 
 log = logging.getLogger(__name__)
 
+WORKER_SETTINGS = "worker-settings.json"
+
 
 class ChildSupervisor:
+    """Runs ``command`` with exactly the environment ``env``, restarted when it exits."""
+
     def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
         self.name = name
         self.command = command
-        self.env = {**os.environ, **env}
+        self.env = env
         self._process: subprocess.Popen[bytes] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -56,3 +74,32 @@ class ChildSupervisor:
                 process.wait()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def write_private_settings(settings: Settings, path: Path, **overrides: object) -> Path:
+    """Write ``settings`` (and ``overrides``) as a JSON config file only its owner can
+    read, replacing any earlier one in one step; return ``path``."""
+    config = {**settings.as_config(), **overrides}
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an older file of that name may have had other modes
+        with os.fdopen(fd, "w") as file:
+            fd = -1
+            json.dump(config, file)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    os.replace(temporary, path)
+    return path
+
+
+def worker_supervisor(settings: Settings, broker_url: str) -> ChildSupervisor:
+    """The supervisor of the node's worker child: ``ainode --config FILE worker`` with the
+    settings (and the broker the serve process started) in a private file."""
+    path = write_private_settings(
+        settings, settings.data_dir / WORKER_SETTINGS, broker_url=broker_url
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AINODE_")}
+    command = [sys.executable, "-m", "node.cli", "--config", str(path.resolve()), "worker"]
+    return ChildSupervisor("worker", command, env)

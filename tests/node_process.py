@@ -1,4 +1,8 @@
-"""The node under test as a real process: ``ainode serve`` with its own ports and data."""
+"""The node under test as a real process: ``ainode serve`` with its own ports and data.
+
+Before its first start the node gets an admin API token (``ainode tokens create``, which
+also migrates its database); ``get`` and ``post`` send it, as a script would.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ class NodeProcess:
     http_port: int
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
+    token: str = ""  # an admin's API token, made before the first start
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -31,8 +36,27 @@ class NodeProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    def _create_token(self) -> str:
+        made = subprocess.run(
+            [sys.executable, "-m", "node.cli", "tokens", "create", "--role", "admin"],
+            env={**self.env, "AINODE_LOG_LEVEL": "WARNING"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if made.returncode != 0:
+            raise RuntimeError(f"ainode tokens create failed:\n{made.stderr}")
+        return made.stdout.strip()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
     def start(self, timeout: float = 120) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.token:
+            self.token = self._create_token()
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "node.cli", "serve"],
@@ -55,9 +79,13 @@ class NodeProcess:
         raise RuntimeError(f"node not healthy within {timeout} s:\n{self.log()}")
 
     def get(self, path: str) -> object:
-        response = httpx.get(self.url + path, timeout=30)
+        response = httpx.get(self.url + path, headers=self.headers, timeout=30)
         response.raise_for_status()
         return response.json()
+
+    def post(self, path: str, json: object = None) -> httpx.Response:
+        """POST with the admin token; the response as it came (the caller checks it)."""
+        return httpx.post(self.url + path, json=json, headers=self.headers, timeout=30)
 
     def log(self, chars: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Make sure the real peers the suite talks to are installed and running:
 # DCMTK, Orthanc (+ DICOMweb plugin), dicom3tools (dciodvfy), Chromium, Redis, PostgreSQL,
-# openssl (the TLS tests make their own certificate authority).
+# openssl (the TLS tests make their own certificate authority), rsyslog with its OpenSSL
+# driver (the audit trail's syslog collector, started per test module), Node.js and the
+# npm package oidc-provider (the OpenID Connect provider of the sign-in tests, tests/oidc).
 # Orthanc itself is started per test by the fixtures; this script only installs it.
 set -euo pipefail
 
@@ -14,12 +16,24 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v openssl >/dev/null || need+=(openssl)  # the TLS tests make their own CA
+{ command -v rsyslogd || [ -x /usr/sbin/rsyslogd ]; } >/dev/null || need+=(rsyslog)  # audit syslog
+ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1 || need+=(rsyslog-openssl)  # its TLS
+command -v node >/dev/null || need+=(nodejs)  # the OpenID provider of the tests
+command -v npm >/dev/null || need+=(npm)
+command -v docker-compose >/dev/null || need+=(docker-compose)  # checks deploy/docker-compose.yml
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing peers: ${need[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+# The OpenID provider's package, exactly as tests/oidc/package-lock.json pins it.
+oidc_dir="$(dirname "$0")/oidc"
+if [ ! -d "$oidc_dir/node_modules/oidc-provider" ]; then
+    echo "installing the test OpenID provider (npm ci in tests/oidc)"
+    (cd "$oidc_dir" && npm ci --no-audit --no-fund)
 fi
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then

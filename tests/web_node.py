@@ -1,7 +1,9 @@
 """A web app over a seeded database, for the ``test_web_*`` modules (fixtures in conftest).
 
 Rows are inserted through the ORM; ``retry_job`` is a small real function that changes
-the job row, so the API is checked against what the database then holds.
+the job row, so the API is checked against what the database then holds. Every role has
+an API token and an account (``PASSWORD``); ``Node.client`` is an operator's client, and
+``Node.as_role`` gives another role's or nobody's.
 """
 
 from __future__ import annotations
@@ -12,10 +14,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
 
+from node.auth.accounts import AccountStore
+from node.auth.actions import ActionRecord
+from node.auth.principal import Principal
+from node.auth.roles import Role
+from node.auth.tokens import TokenStore
 from node.db.models import (
     Base,
     Delivery,
@@ -36,6 +44,8 @@ from node.settings import Settings
 from node.web import create_app
 
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
+BASE_URL = "http://127.0.0.1"  # an allowed Host (TestClient's default "testserver" is not)
+PASSWORD = "correct horse battery staple"
 
 
 def at(minutes: float) -> datetime:
@@ -53,6 +63,7 @@ def _studies(s: Session) -> tuple[Series, Series]:
         accession_number="ACC1",
         study_description="CT CHEST",
         first_received_at=at(0),
+        patient_conflicts="PatientName: DOE^JANE / DOE^JANET",
     )
     head = Study(
         study_instance_uid="1.2.826.0.1.2",
@@ -269,10 +280,10 @@ def seed(sessions: sessionmaker[Session]) -> None:
         _results(s, jobs)
 
 
-def make_retry(sessions: sessionmaker[Session]) -> Callable[[int], None]:
+def make_retry(sessions: sessionmaker[Session]) -> Callable[[int, Principal, str], None]:
     """A real retry: a failed job goes back to queued; anything else is refused."""
 
-    def retry(job_id: int) -> None:
+    def retry(job_id: int, _principal: Principal, _reason: str) -> None:
         with transaction(sessions) as s:
             job = s.get(Job, job_id)
             if job is None:
@@ -288,14 +299,56 @@ def make_retry(sessions: sessionmaker[Session]) -> Callable[[int], None]:
 
 @dataclass
 class Node:
-    client: TestClient
+    client: TestClient  # an operator's (API token)
     sessions: sessionmaker[Session]
     health: dict[str, bool]
+    app: FastAPI
+    tokens: dict[Role, str]  # one live API token per role
+    actions: list[ActionRecord]  # what the app told record_action, in order
+
+    def as_role(self, role: Role | None) -> TestClient:
+        """A client sending ``role``'s API token; ``None``: no credentials at all."""
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        return TestClient(self.app, base_url=BASE_URL, headers=headers)
+
+    def signed_in(self, role: Role) -> tuple[TestClient, str]:
+        """A client signed in through the form as ``role``'s account; its CSRF token."""
+        client = TestClient(self.app, base_url=BASE_URL)
+        form = client.get("/signin")
+        csrf = form.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        response = client.post(
+            "/signin",
+            data={"name": role.value, "password": PASSWORD, "csrf_token": csrf, "next": "/"},
+            follow_redirects=False,
+        )
+        assert response.status_code == 303, response.text
+        token = client.get("/api/session").json()["csrf_token"]
+        return client, token
+
+
+def add_principals(sessions: sessionmaker[Session]) -> dict[Role, str]:
+    """An account named after each role (password ``PASSWORD``) and a token per role."""
+    accounts, tokens = AccountStore(sessions), TokenStore(sessions)
+    issued = {}
+    for role in Role:
+        accounts.add(role.value, role, PASSWORD)
+        issued[role] = tokens.create(role, f"{role.value}-script").token
+    return issued
+
+
+JobActions = Callable[[sessionmaker[Session]], dict[str, object]]
+"""Builds ``retry_job`` (and ``reanalyse_job``) for ``create_app`` over the node's sessions."""
 
 
 @contextmanager
-def served_node(database_url: str, data_dir: Path) -> Iterator[Node]:
-    """The app over a freshly seeded database at ``database_url``."""
+def served_node(
+    database_url: str,
+    data_dir: Path,
+    job_actions: JobActions | None = None,
+    **settings_values: object,
+) -> Iterator[Node]:
+    """The app over a freshly seeded database at ``database_url``; ``job_actions`` wires
+    the node's real retry and re-analysis instead of ``make_retry``."""
     settings = Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -303,18 +356,27 @@ def served_node(database_url: str, data_dir: Path) -> Iterator[Node]:
         destinations=[
             {"name": "viewer", "stow_url": "http://viewer/dicom-web", "kinds": ["SR", "SC"]}
         ],
+        **settings_values,  # type: ignore[arg-type]
     )
     engine = make_engine(settings)
     Base.metadata.create_all(engine)
     sessions = make_session_factory(engine)
     seed(sessions)
+    tokens = add_principals(sessions)
     health = {"scp": True, "database": True, "broker": True}
+    actions: list[ActionRecord] = []
+    wired = job_actions(sessions) if job_actions else {"retry_job": make_retry(sessions)}
     app = create_app(
-        settings, sessions, health=lambda: dict(health), retry_job=make_retry(sessions)
+        settings,
+        sessions,
+        health=lambda: dict(health),
+        record_action=actions.append,
+        **wired,  # type: ignore[arg-type]
     )
+    headers = {"Authorization": f"Bearer {tokens[Role.OPERATOR]}"}
     try:
-        with TestClient(app) as client:
-            yield Node(client, sessions, health)
+        with TestClient(app, base_url=BASE_URL, headers=headers) as client:
+            yield Node(client, sessions, health, app, tokens, actions)
     finally:
         engine.dispose()
 

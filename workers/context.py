@@ -1,4 +1,5 @@
-"""What a worker process holds for its whole life: settings, database, models, device.
+"""What a worker process holds for its whole life: settings, database, models, device,
+and its own audit trail (``node.audit``), which ``ainode worker`` closes when it stops.
 
 Built once when the worker starts (never at import time) and handed to the tasks.
 The device is chosen here but CUDA is only touched when the first model is loaded,
@@ -13,6 +14,8 @@ import torch
 from celery import Celery
 
 from models.registry import ModelRegistry, discover_packages
+from node.audit.results import ResultsAudit
+from node.audit.trail import AuditTrail
 from node.db.session import SessionFactory, make_engine, make_session_factory
 from node.delivery.outbox import Outbox
 from node.jobs.celery_app import make_celery
@@ -34,13 +37,16 @@ class WorkerContext:
     results: DurableFolder
     device: torch.device
     cache: NetworkCache
+    trail: AuditTrail
+    results_audit: ResultsAudit  # results sent and committed, told to ``trail``
 
     @classmethod
     def build(cls, settings: Settings, broker_url: str) -> tuple[WorkerContext, Celery]:
         sessions = make_session_factory(make_engine(settings))
-        ledger = JobLedger(sessions)
+        ledger = JobLedger(sessions, settings.max_job_attempts)
         outbox = Outbox(sessions, settings)
         app = make_celery(broker_url, settings.visibility_timeout_seconds)
+        trail = AuditTrail.from_settings(settings, sessions)
         context = cls(
             settings=settings,
             sessions=sessions,
@@ -51,5 +57,7 @@ class WorkerContext:
             results=DurableFolder(settings.results_dir),
             device=select_device(settings.device),
             cache=NetworkCache(),
+            trail=trail,
+            results_audit=ResultsAudit(trail, sessions, settings),
         )
         return context, app

@@ -15,6 +15,7 @@ __all__ = [
     "EncodingError",
     "ModelUnavailable",
     "SeriesNotAnalysable",
+    "SeriesTooLarge",
 ]
 
 
@@ -24,6 +25,11 @@ class AnalysisError(Exception):
 
 class SeriesNotAnalysable(AnalysisError):
     """The series cannot be analysed as sent (no pixels, broken geometry, ...)."""
+
+
+class SeriesTooLarge(SeriesNotAnalysable):
+    """Decoding the series would take more memory than the node allows (its headers say
+    so before any pixel is decoded: ``workers.load.limits``)."""
 
 
 class EncodingError(AnalysisError):

@@ -37,6 +37,7 @@ from workers.encode.seg import encode_segmentation
 from workers.encode.sr import encode_report
 from workers.errors import AnalysisError
 from workers.infer import NetworkCache, infer
+from workers.load.limits import DecodeLimits
 from workers.load.series import load_series
 from workers.postprocess import postprocess
 from workers.preprocessing import Prepared
@@ -83,9 +84,14 @@ class Inputs:
     additional: list[Volume] = field(default_factory=list)
 
 
-def load(paths: Sequence[Path], additional_paths: Sequence[Sequence[Path]] = ()) -> Inputs:
-    """The load step: the primary series' files and each further series' as volumes."""
-    return Inputs(load_series(paths), [load_series(p) for p in additional_paths])
+def load(
+    paths: Sequence[Path],
+    additional_paths: Sequence[Sequence[Path]] = (),
+    limits: DecodeLimits | None = None,
+) -> Inputs:
+    """The load step: the primary series' files and each further series' as volumes,
+    each refused before decoding when it would pass ``limits``."""
+    return Inputs(load_series(paths, limits), [load_series(p, limits) for p in additional_paths])
 
 
 def register(inputs: Inputs, manifest: ModelManifest) -> Inputs:
@@ -206,17 +212,19 @@ def analyze(
     *,
     overlay: bool = False,
     supersedes: Sequence[Dataset] = (),
+    limits: DecodeLimits | None = None,
 ) -> Analysis:
     """Run one model on one series' files and encode what it found.
 
     ``additional_paths`` holds the files of each further series a multimodal model
     takes, in the order of the manifest's ``additional_inputs``. ``overlay`` adds the
     Secondary Capture series (for destinations without SEG support); ``supersedes``
-    holds the headers of this model's earlier reports on the series.
+    holds the headers of this model's earlier reports on the series. ``limits`` bounds
+    what decoding the series may take (``workers.load.limits``; default its defaults).
     """
     manifest = package.manifest
     with step("load"):
-        inputs = load(paths, additional_paths)
+        inputs = load(paths, additional_paths, limits)
     if manifest.additional_inputs or inputs.additional:
         with step("register"):
             inputs = register(inputs, manifest)

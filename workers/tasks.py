@@ -24,6 +24,7 @@ from node.jobs.heartbeat import JobHeartbeat
 from node.jobs.ledger import NewResult
 from workers.context import WorkerContext
 from workers.errors import ANALYSIS_ERRORS, ModelUnavailable, SeriesNotAnalysable
+from workers.load.limits import DecodeLimits
 from workers.pipeline import Analysis, analyze
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ def _analyze_job(ctx: WorkerContext, job_id: int, attempt: int) -> bool:
         analysis = analyze(
             paths, package, ctx.device, ctx.cache, step, additional,
             overlay=overlay, supersedes=_superseded_reports(ctx, job),
+            limits=DecodeLimits(ctx.settings.max_frame_bytes, ctx.settings.max_decoded_bytes),
         )  # fmt: skip
         with step("store"):
             kept = _keep_results(ctx, job_id, analysis)
@@ -150,7 +152,7 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> None:
     def deliver_results(self: Task, job_id: int) -> None:
         # Attempts and backoff live in the outbox, not in Celery's retry counter: they
         # survive a broker that loses its messages and a node restart.
-        wait = deliver_due(job_id, ctx.settings, ctx.outbox, ctx.ledger)
+        wait = deliver_due(job_id, ctx.settings, ctx.outbox, ctx.ledger, ctx.results_audit)
         if wait is not None:
             ctx.queue.send_delivery(job_id, countdown=wait)
 

@@ -2,7 +2,10 @@
 
 The database is the source of truth; Celery messages carry only job ids. Files on
 disk (the spool, the results) are described by rows here and never found by listing
-folders.
+folders. The tables of who may sign in (``node.db.access``) and of the audit trail
+(``node.db.auditing``) live beside these and are imported here, so that importing this
+module registers the whole schema on ``Base.metadata`` (what Alembic compares and
+``create_all`` makes).
 """
 
 from __future__ import annotations
@@ -27,21 +30,20 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.ext.hybrid import hybrid_property
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.sql.elements import ColumnElement
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+# Base and utcnow are used here and imported from here by the rest of the node; the
+# other tables' modules are imported so that this one module stands for the schema.
+from node.db.access import Account as Account
+from node.db.access import ApiToken as ApiToken
+from node.db.auditing import AuditEvent as AuditEvent
+from node.db.declarative import Base, utcnow
 
 
 def _as_utc(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes for timezone-aware columns; they were UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class SeriesState(enum.StrEnum):
@@ -208,6 +210,7 @@ class Job(Base):
     results: Mapped[list[ResultObject]] = relationship(
         back_populates="job", order_by="ResultObject.id"
     )
+    actions: Mapped[list[JobAction]] = relationship(order_by="JobAction.id")  # node.jobs.retry
 
 
 class JobInput(Base):
@@ -337,3 +340,18 @@ class DeliveryAttempt(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
     delivery: Mapped[Delivery] = relationship(back_populates="history")
+
+
+class JobAction(Base):
+    """Who retried or re-analysed a job, when, why, and what it did (node.jobs.retry)."""
+
+    __tablename__ = "job_action"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_pk: Mapped[int] = mapped_column(ForeignKey("job.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16))  # "retry" or "reanalyse"
+    actor: Mapped[str] = mapped_column(String(128))  # the principal's name
+    actor_role: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")  # required for a re-analysis
+    outcome: Mapped[str] = mapped_column(Text, default="")  # what the node did about it
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -10,10 +10,18 @@ retry (``redeliver``: FAILED -> DELIVERING).
 
 Every transition is a short transaction on the database, which is the source of
 truth: a worker that dies leaves a row that the reconciler can find and re-send.
+
+A lost worker (killed, out of memory, its machine gone) is recorded on the attempt it
+was running: its open steps fail as interrupted and a ``worker_lost`` step says so. A
+job whose worker is lost ``max_job_attempts`` attempts in a row (a series that kills
+every worker that loads it, say) is not run again but FAILED with the reason, and a
+``given_up`` step ends the run, so it cannot hold the queue for ever; an operator's
+retry starts a new run with the same allowance.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,7 +36,13 @@ from node.db.session import SessionFactory, transaction
 from node.delivery.destinations import Destination
 from node.delivery.outbox import Delivered, Settlement, StillDelivering, Undeliverable, plan
 
+log = logging.getLogger(__name__)
+
 RETRYABLE = {JobState.FAILED, JobState.SUCCEEDED}
+# The steps that record an attempt whose worker was lost, and the end of a run of them.
+WORKER_LOST = "worker_lost"
+GIVEN_UP = "given_up"
+INTERRUPTED = "interrupted: the worker running this step was lost"
 
 
 def _older(moment: datetime | None, cutoff: datetime) -> bool:
@@ -65,8 +79,9 @@ Revive = Callable[[Session, int], int]
 
 
 class JobLedger:
-    def __init__(self, sessions: SessionFactory) -> None:
+    def __init__(self, sessions: SessionFactory, max_job_attempts: int = 3) -> None:
         self.sessions = sessions
+        self.max_job_attempts = max_job_attempts  # attempts lost in a row before FAILED
 
     def mark_enqueued(self, job_id: int, countdown: float = 0.0) -> None:
         """Record when the job's message is due to be taken (now, or after a countdown),
@@ -79,16 +94,20 @@ class JobLedger:
         """Take a job for analysis; the attempt number, or None if there is nothing to do.
 
         A RUNNING job is taken again only when its heartbeat is older than
-        ``lost_after``: its worker died, and the work is idempotent. A message that the
-        broker re-delivers while a live worker still runs the job is ignored.
+        ``lost_after``: its worker died, and the work is idempotent (unless that was the
+        last loss allowed: the job fails instead). A message that the broker re-delivers
+        while a live worker still runs the job is ignored.
         """
         with transaction(self.sessions) as session:
             job = session.get(Job, job_id, with_for_update=True)
             if job is None or job.state not in (JobState.QUEUED, JobState.RUNNING):
                 return None
             now = utcnow()
-            if job.state is JobState.RUNNING and not _older(job.heartbeat_at, now - lost_after):
-                return None
+            if job.state is JobState.RUNNING:
+                if not _older(job.heartbeat_at, now - lost_after):
+                    return None
+                if self._worker_lost(session, job):
+                    return None
             job.state = JobState.RUNNING
             job.attempts += 1
             job.started_at = now
@@ -107,16 +126,58 @@ class JobLedger:
             )
 
     def requeue_lost(self, job_id: int, lost_after: timedelta) -> bool:
-        """RUNNING with a stale heartbeat -> QUEUED; whether it was lost."""
+        """RUNNING with a stale heartbeat -> QUEUED, to be sent again; whether it was.
+
+        False when its worker still renews it, or when this was the
+        ``max_job_attempts``-th loss in a row: the job is then FAILED, not queued.
+        """
         with transaction(self.sessions) as session:
             job = session.get(Job, job_id, with_for_update=True)
             if job is None or job.state is not JobState.RUNNING:
                 return False
             if not _older(job.heartbeat_at, utcnow() - lost_after):
                 return False
+            if self._worker_lost(session, job):
+                return False
             job.state = JobState.QUEUED
             job.enqueued_at = None
             return True
+
+    def _worker_lost(self, session: Session, job: Job) -> bool:
+        """Record that ``job``'s current attempt lost its worker; whether the job is
+        given up (FAILED) because that makes ``max_job_attempts`` losses in a row."""
+        attempt = job.attempts
+        session.execute(
+            update(JobStep)
+            .where(
+                JobStep.job_pk == job.id,
+                JobStep.attempt == attempt,
+                JobStep.state == StepState.RUNNING,
+            )
+            .values(state=StepState.FAILED, detail=INTERRUPTED)
+        )
+        in_a_row = 1 + _lost_in_a_row_before(session, job.id, attempt)
+        times = f"{in_a_row} time{'s' if in_a_row > 1 else ''}"
+        lost = f"worker lost {times} in a row (killed, out of memory?)"
+        session.add(
+            JobStep(job_pk=job.id, attempt=attempt, name=WORKER_LOST, state=StepState.FAILED,
+                    detail=f"{lost}: it stopped renewing the job's heartbeat")
+        )  # fmt: skip
+        if in_a_row < self.max_job_attempts:
+            log.warning("job %s: %s; running it again", job.id, lost)
+            return False
+        job.state = JobState.FAILED
+        job.finished_at = utcnow()
+        job.error = (
+            f"{lost}: not run again, so it holds no worker; retry it once the cause is "
+            "found (a series too large for the worker's memory?)"
+        )
+        session.add(
+            JobStep(job_pk=job.id, attempt=attempt, name=GIVEN_UP, state=StepState.FAILED,
+                    detail=job.error)
+        )  # fmt: skip
+        log.error("job %s: %s", job.id, job.error)
+        return True
 
     @contextmanager
     def step(self, job_id: int, attempt: int, name: str) -> Iterator[None]:
@@ -254,3 +315,24 @@ class JobLedger:
         with self.sessions() as session:
             rows = session.execute(select(Job.id, Job.state).where(condition)).all()
         return [(row[0], row[1]) for row in rows]
+
+
+def _lost_in_a_row_before(session: Session, job_id: int, attempt: int) -> int:
+    """How many attempts just before ``attempt`` lost their worker, back to the last
+    attempt that ended otherwise or to the last run given up (an operator's retry
+    starts a new run)."""
+    marks = set(
+        session.execute(
+            select(JobStep.attempt, JobStep.name).where(
+                JobStep.job_pk == job_id,
+                JobStep.attempt < attempt,
+                JobStep.name.in_([WORKER_LOST, GIVEN_UP]),
+            )
+        ).tuples()
+    )
+    count = 0
+    for earlier in range(attempt - 1, 0, -1):
+        if (earlier, GIVEN_UP) in marks or (earlier, WORKER_LOST) not in marks:
+            break
+        count += 1
+    return count

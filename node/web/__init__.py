@@ -4,6 +4,6 @@ Everything is built by :func:`node.web.app.create_app` from objects the entry po
 passes in; nothing here reads settings or opens a database at import time.
 """
 
-from node.web.app import HealthCheck, RetryJob, create_app
+from node.web.app import HealthCheck, ReanalyseJob, RetryJob, create_app
 
-__all__ = ["HealthCheck", "RetryJob", "create_app"]
+__all__ = ["HealthCheck", "ReanalyseJob", "RetryJob", "create_app"]

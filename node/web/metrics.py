@@ -11,21 +11,26 @@ holding one :class:`NodeStateCollector` that counts rows when scraped:
   destination that takes them, as their outbox rows say) or ``"false"``;
 - ``ainode_job_step_seconds{step, state}``: a summary (``_count``, ``_sum``) over finished
   steps (``done`` or ``failed``) that recorded their seconds; mean = sum / count.
+
+A scraper reads it with ``Authorization: Bearer`` and ``AINODE_METRICS_TOKEN``; without
+that token (or when none is set) only an admin principal may.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Iterator
 from typing import TypeVar
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from node.auth.roles import Role
 from node.db.models import (
     Delivery,
     DeliveryState,
@@ -39,7 +44,7 @@ from node.db.models import (
     SeriesState,
     StepState,
 )
-from node.web.routes.deps import ContextDep
+from node.web.routes.deps import ContextDep, authenticate, bearer_token, require
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +173,24 @@ def make_registry(sessions: sessionmaker[Session]) -> CollectorRegistry:
     return registry
 
 
+def _is_metrics_token(context: ContextDep, request: Request) -> bool:
+    expected = context.settings.metrics_token
+    if not expected:
+        return False
+    given = bearer_token(request)
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
 @router.get("/metrics", response_class=Response)
-def read_metrics(context: ContextDep) -> Response:
+def read_metrics(context: ContextDep, request: Request) -> Response:
+    if not _is_metrics_token(context, request):
+        try:
+            principal = authenticate(request, context)
+        except HTTPException as exc:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                detail="send AINODE_METRICS_TOKEN or an admin's API token as a bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            ) from exc
+        require(Role.ADMIN)(principal)
     return Response(generate_latest(context.metrics_registry), media_type=CONTENT_TYPE_LATEST)

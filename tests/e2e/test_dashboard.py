@@ -2,258 +2,39 @@
 
 The page must show the rows of a SQLite database, escape DICOM text, report which part
 of the node is down, and retry a failed job (refused while the broker is down, then
-accepted) so that the row in the database changes.
+accepted) so that the row in the database changes. An operator signs in first.
 """
 
 from __future__ import annotations
 
 import re
-import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
-from playwright.sync_api import Page, expect, sync_playwright
-from sqlalchemy.orm import Session, sessionmaker
+from playwright.sync_api import Page, expect
 
-from node.db.models import (
-    Base,
-    Delivery,
-    DeliveryState,
-    Instance,
-    Job,
-    JobState,
-    JobStep,
-    Patient,
-    ResultObject,
-    Series,
-    SeriesState,
-    StepState,
-    Study,
+from node.db.models import Job, JobState
+from tests.browser import (
+    HOSTILE,
+    POLLED,
+    ServedNode,
+    chromium_page,
+    served_dashboard,
+    sign_in,
 )
-from node.db.session import database_answers, make_engine, make_session_factory, transaction
-from node.settings import Settings
-from node.web import create_app
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-HOSTILE = "<img src=x onerror=alert(1)>"
-POLLED = 15_000  # ms to wait for what the page shows on a later poll (it polls every 2 s)
-
-
-def seed(sessions: sessionmaker[Session]) -> dict[str, int]:
-    """A finished chest CT, a head CT whose model failed, and an SR no model accepts."""
-    with transaction(sessions) as s:
-        chest = Study(
-            study_instance_uid="1.2.826.0.9.1",
-            patient=Patient(patient_id="PID001", patient_name="DOE^JANE"),
-            study_date="20240105",
-            accession_number="ACC1",
-            study_description="CT CHEST W/O CONTRAST",
-            first_received_at=T0,
-        )
-        head = Study(
-            study_instance_uid="1.2.826.0.9.2",
-            patient=Patient(patient_id="PID002", patient_name="ROE^RICHARD^J"),
-            study_date="20240210",
-            accession_number="ACC2",
-            study_description=HOSTILE,
-            first_received_at=T0 + timedelta(minutes=30),
-        )
-        lung = Series(
-            series_instance_uid="1.2.826.0.9.1.1",
-            study=chest,
-            modality="CT",
-            series_description="Lung 1mm",
-            series_number=2,
-            state=SeriesState.ROUTED,
-            completed_at=T0 + timedelta(minutes=1),
-        )
-        dose = Series(
-            series_instance_uid="1.2.826.0.9.1.2",
-            study=chest,
-            modality="SR",
-            series_description="Dose report",
-            series_number=1,
-            state=SeriesState.NO_MODEL,
-            state_reason="no model accepts modality SR",
-            completed_at=T0 + timedelta(minutes=1),
-        )
-        brain = Series(
-            series_instance_uid="1.2.826.0.9.2.1",
-            study=head,
-            modality="CT",
-            series_description="Head axial 5mm",
-            series_number=1,
-            state=SeriesState.ROUTED,
-            completed_at=T0 + timedelta(minutes=31),
-        )
-        s.add_all([chest, head, lung, dose, brain])
-        for series, count in ((lung, 3), (dose, 1), (brain, 2)):
-            for n in range(count):
-                s.add(
-                    Instance(
-                        sop_instance_uid=f"{series.series_instance_uid}.{n + 1}",
-                        series=series,
-                        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                        transfer_syntax_uid="1.2.840.10008.1.2.1",
-                        path=f"{n}.dcm",
-                        size_bytes=1000,
-                    )
-                )
-        done = Job(
-            series=lung,
-            model_name="lung-nodules",
-            model_version="1.0",
-            state=JobState.SUCCEEDED,
-            attempts=1,
-            created_at=T0 + timedelta(minutes=2),
-            findings={"nodules": 2},
-        )
-        failed = Job(
-            series=brain,
-            model_name="bleed",
-            model_version="2.1",
-            state=JobState.FAILED,
-            error="CUDA out of memory",
-            attempts=1,
-            created_at=T0 + timedelta(minutes=32),
-        )
-        undelivered = Job(
-            series=lung,
-            model_name="lung-nodule-classifier",
-            model_version="1.0",
-            state=JobState.FAILED,
-            error="delivery dead-lettered: 1 object(s) to viewer after 8 attempt(s)",
-            attempts=1,
-            created_at=T0 + timedelta(minutes=1),
-        )
-        s.add_all([done, failed, undelivered])
-        s.flush()
-        for job, name, state, seconds, detail in [
-            (done, "load", StepState.DONE, 0.42, ""),
-            (done, "infer", StepState.DONE, 2.5, ""),
-            (done, "encode", StepState.DONE, 0.3, ""),
-            (done, "deliver", StepState.DONE, 1.1, ""),
-            (failed, "load", StepState.DONE, 0.8, ""),
-            (failed, "infer", StepState.FAILED, 4.0, "CUDA out of memory"),
-        ]:
-            s.add(JobStep(job=job, name=name, state=state, seconds=seconds, detail=detail))
-        s.add(
-            ResultObject(
-                job=done,
-                kind="SEG",
-                sop_class_uid="1.2.840.10008.5.1.4.1.1.66.4",
-                sop_instance_uid="2.25.77",
-                path="seg.dcm",
-                deliveries=[
-                    Delivery(
-                        destination="pacs",
-                        state=DeliveryState.DELIVERED,
-                        attempts=1,
-                        delivered_at=T0 + timedelta(minutes=3),
-                    )
-                ],
-            )
-        )
-        s.add(
-            ResultObject(
-                job=undelivered,
-                kind="SR",
-                sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
-                sop_instance_uid="2.25.78",
-                path="sr.dcm",
-                deliveries=[
-                    Delivery(
-                        destination="viewer",
-                        state=DeliveryState.DEAD,
-                        attempts=8,
-                        last_error="HTTP 503 <b>busy</b>",
-                    )
-                ],
-            )
-        )
-        s.flush()
-        return {"done": done.id, "failed": failed.id, "undelivered": undelivered.id}
-
-
-@dataclass
-class ServedNode:
-    url: str
-    sessions: sessionmaker[Session]
-    parts: dict[str, bool]
-    jobs: dict[str, int]
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[ServedNode]:
-    settings = Settings(data_dir=tmp_path, ae_title="AINODE_E2E")
-    engine = make_engine(settings)
-    Base.metadata.create_all(engine)
-    sessions = make_session_factory(engine)
-    jobs = seed(sessions)
-    parts = {"scp": True, "broker": False}
-
-    def health() -> dict[str, bool]:
-        return {
-            "scp": parts["scp"],
-            "database": database_answers(engine),
-            "broker": parts["broker"],
-        }
-
-    def retry(job_id: int) -> None:
-        # Like the node's queue: nothing can be re-sent while the broker is down.
-        if not parts["broker"]:
-            raise ValueError("broker unreachable; job left as it was")
-        with transaction(sessions) as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise LookupError(job_id)
-            if job.state != JobState.FAILED:
-                raise ValueError(f"job {job_id} is {job.state.value}")
-            job.state = JobState.QUEUED
-            job.error = ""
-
-    app = create_app(settings, sessions, health=health, retry_job=retry)
-    # Bound and listening before the server starts: no port race, no start-up wait.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield ServedNode(f"http://127.0.0.1:{port}", sessions, parts, jobs)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
-        engine.dispose()
+    with served_dashboard(tmp_path) as node:
+        yield node
 
 
 @pytest.fixture
 def page() -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1440, "height": 900})
-            yield context.new_page()
-        finally:
-            browser.close()
+    with chromium_page() as opened:
+        yield opened
 
 
 def test_dashboard_shows_rows_health_and_retries(
@@ -264,7 +45,7 @@ def test_dashboard_shows_rows_health_and_retries(
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
 
-    page.goto(served.url + "/")
+    sign_in(page, served.url, "operator")
     studies = page.locator("#studies tbody tr")
     jobs = page.locator("#jobs tbody tr")
     expect(studies).to_have_count(2, timeout=POLLED)

@@ -20,7 +20,6 @@ from collections import Counter
 from io import BytesIO
 from pathlib import Path
 
-import httpx
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import UID
@@ -160,7 +159,7 @@ def test_dead_letter_then_operator_retry_resends(tmp_path: Path) -> None:
                 assert "not established" in row["last_error"]
         archive = start_orthanc(tmp_path / "archive", dicom_port=archive_port)
         for job in failed:
-            response = httpx.post(f"{node.url}/api/jobs/{job['id']}/retry", timeout=30)
+            response = node.post(f"/api/jobs/{job['id']}/retry")
             assert response.status_code == 202, response.text
             assert response.json()["state"] == "delivering"
         jobs = wait_for(

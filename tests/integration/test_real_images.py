@@ -94,7 +94,7 @@ REFUSED = {
     "emri_small_big_endian.dcm": "without Per-Frame Functional Groups",
     "emri_small_jpeg_2k_lossless.dcm": "without Per-Frame Functional Groups",
     "emri_small_jpeg_ls_lossless.dcm": "without Per-Frame Functional Groups",
-    "MR_truncated.dcm": "cannot decode the pixel data",
+    "MR_truncated.dcm": "is cut short: its pixel data should end at byte 9692",
     "SC_rgb.dcm": "is a colour image (RGB",
     "SC_ybr_full_422_uncompressed.dcm": "is a colour image (YBR_FULL_422",
     "US1_J2KI.dcm": "is a colour image (YBR_ICT",

@@ -14,6 +14,8 @@ from sqlalchemy import select
 
 from models.manifest import ModelManifest
 from models.registry import ModelPackage, ModelRegistry
+from node.auth.principal import Principal
+from node.auth.roles import Role
 from node.db.migrate import upgrade_to_head
 from node.db.models import Job, JobState, Series, SeriesState, utcnow
 from node.db.session import SessionFactory, make_engine, make_session_factory
@@ -145,7 +147,8 @@ def test_job_lifecycle_and_retry(scheduler: Scheduler, sessions: SessionFactory)
     ledger.fail(job_id, "no pixel data")
     assert ledger.start(job_id, LOST) is None  # a failed job is not taken again by a stray message
     retry = JobRetry(ledger, Outbox(sessions, scheduler.settings), scheduler.queue)
-    retry(job_id)  # no dead deliveries: analysed again
+    operator = Principal("op", Role.OPERATOR, "token")
+    retry(job_id, operator, "")  # failed analysis, no dead deliveries: analysed again
     assert ledger.state_of(job_id) is JobState.QUEUED
     assert ledger.start(job_id, LOST) == 2
     with sessions() as session:

@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +22,16 @@ import pytest
 from pydicom.data import get_testdata_file
 from sqlalchemy import func, select
 
+from node.acceptor.record import AssociationRecord
 from node.db.migrate import upgrade_to_head
 from node.db.models import Instance
 from node.db.session import make_engine, make_session_factory
-from node.scp import StorageSCP
+from node.scp import StorageSCP, log_association
 from node.settings import Settings
 from node.tls import MINIMUM_VERSION
-from tests.node_process import start_node
+from tests.node_process import start_node, wait_for
 from tests.orthanc import free_port
+from tests.pki import make_ca, make_leaf
 from tests.scu import closed_by_peer
 
 CT = str(get_testdata_file("CT_small.dcm", download=False))
@@ -46,44 +48,23 @@ class Chain:
     stranger_key: Path
 
 
-def _openssl(*args: str | Path) -> None:
-    result = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-
-
-def _ca(directory: Path, name: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    _openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", key,
-        "-out", cert, "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    return cert, key
-
-
-def _leaf(directory: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
-    cert, key, request = (directory / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
-    extfile = directory / f"{name}.ext"
-    extfile.write_text(extensions + "\n")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", request,
-             "-subj", f"/CN={name}")  # fmt: skip
-    _openssl("x509", "-req", "-in", request, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
-             "-days", "2", "-out", cert, "-extfile", extfile)  # fmt: skip
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
     directory = tmp_path_factory.mktemp("pki")
-    ca, other_ca = _ca(directory, "hospital-ca"), _ca(directory, "other-ca")
+    ca, other_ca = make_ca(directory, "hospital-ca"), make_ca(directory, "other-ca")
     server_extensions = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"
-    server = _leaf(directory, "localhost", ca, server_extensions)
-    client = _leaf(directory, "PACS", ca, "extendedKeyUsage=clientAuth")
-    stranger = _leaf(directory, "STRANGER", other_ca, "extendedKeyUsage=clientAuth")
+    server = make_leaf(directory, "localhost", ca, server_extensions)
+    client = make_leaf(directory, "PACS", ca, "extendedKeyUsage=clientAuth")
+    stranger = make_leaf(directory, "STRANGER", other_ca, "extendedKeyUsage=clientAuth")
     return Chain(ca[0], *server, *client, *stranger)
 
 
-def _scp(tmp_path: Path, chain: Chain, **settings: object) -> Iterator[StorageSCP]:
+def _scp(
+    tmp_path: Path,
+    chain: Chain,
+    on_association: Callable[[AssociationRecord], None] = log_association,
+    **settings: object,
+) -> Iterator[StorageSCP]:
     values: dict[str, object] = {
         "data_dir": tmp_path / "var",
         "dicom_bind": "127.0.0.1",
@@ -98,7 +79,7 @@ def _scp(tmp_path: Path, chain: Chain, **settings: object) -> Iterator[StorageSC
     config = Settings(**values)  # type: ignore[arg-type]
     engine = make_engine(config)
     upgrade_to_head(engine)
-    node = StorageSCP(config, make_session_factory(engine))
+    node = StorageSCP(config, make_session_factory(engine), on_association=on_association)
     node.start()
     yield node
     node.stop()
@@ -153,6 +134,18 @@ def test_plaintext_on_the_tls_port_is_refused(scp: StorageSCP) -> None:
     assert store.returncode != 0
     assert stored(scp) == 0
     assert scp.listening  # the listener survives the garbage
+
+
+def test_failed_handshakes_are_on_record(tmp_path: Path, chain: Chain) -> None:
+    records: list[AssociationRecord] = []
+    for scp in _scp(tmp_path, chain, on_association=records.append):
+        stranger = dcmtk("echoscu", "+tls", chain.stranger_key, chain.stranger_cert, "+cf",
+                         chain.ca, "-aec", "AINODE", "127.0.0.1", tls_port(scp))  # fmt: skip
+        assert stranger.returncode != 0
+        wait_for(lambda: bool(records), timeout=10, interval=0.05, what="the record")
+    (record,) = records
+    assert record.outcome.startswith("TLS handshake failed")
+    assert record.address == "127.0.0.1" and not record.calling_ae_title
 
 
 def test_client_certificates_required(scp: StorageSCP, chain: Chain) -> None:

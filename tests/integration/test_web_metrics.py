@@ -1,5 +1,5 @@
 """``GET /metrics`` over a real database (SQLite, then PostgreSQL): counted at scrape time,
-one registry per app."""
+one registry per app. Read here with an admin's API token (who else may: test_web_auth)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from node.auth.roles import Role
 from node.db.models import JobState, SeriesState
 from node.settings import Settings
 from node.web import create_app
-from tests.web_node import Node, job_id_of, make_retry, metric_samples
+from tests.web_node import BASE_URL, Node, job_id_of, make_retry, metric_samples
 
 
 def test_metrics_count_the_database(node: Node) -> None:
-    response = node.client.get("/metrics")
+    admin = node.as_role(Role.ADMIN)
+    response = admin.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples = metric_samples(response.text)
@@ -60,7 +62,7 @@ def test_metrics_count_the_database(node: Node) -> None:
 
     # Computed at scrape time: a retry shows on the next scrape.
     node.client.post(f"/api/jobs/{job_id_of(node, 'bleed')}/retry")
-    samples = metric_samples(node.client.get("/metrics").text)
+    samples = metric_samples(admin.get("/metrics").text)
     assert value("ainode_jobs", state="queued") == 1
     assert value("ainode_jobs", state="failed") == 0
 
@@ -71,7 +73,8 @@ def test_each_app_has_its_own_registry(node: Node, tmp_path: Path) -> None:
     other = create_app(
         settings, node.sessions, health=lambda: {}, retry_job=make_retry(node.sessions)
     )
-    with TestClient(other) as client:
+    admin = {"Authorization": f"Bearer {node.tokens[Role.ADMIN]}"}
+    with TestClient(other, base_url=BASE_URL, headers=admin) as client:
         text = client.get("/metrics").text
     assert "ainode_jobs{" in text
-    assert node.client.get("/metrics").status_code == 200
+    assert node.as_role(Role.ADMIN).get("/metrics").status_code == 200

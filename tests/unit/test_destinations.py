@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -10,7 +13,7 @@ from node.settings import Settings
 
 
 def test_destinations_from_the_environment_and_their_rules(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv(
         "AINODE_DESTINATIONS",
@@ -27,11 +30,11 @@ def test_destinations_from_the_environment_and_their_rules(
     assert lung.takes("SEG", "ct-lung-nodule-seg") and not lung.takes("SEG", "other")
     assert isinstance(viewer, StowDestination) and isinstance(lung, DicomDestination)
     assert lung.ae == DicomAddress(ae_title="REG", host="reg", port=104)
-    # A worker rebuilds the same destinations from the environment it is given.
+    # A worker rebuilds the same destinations from the settings file it is given.
     monkeypatch.delenv("AINODE_DESTINATIONS")
-    for key, value in settings.worker_environment().items():
-        monkeypatch.setenv(key, value)
-    assert Settings.load().all_destinations == settings.all_destinations
+    config = tmp_path / "worker-settings.json"
+    config.write_text(json.dumps(settings.as_config()))
+    assert Settings.load(config).all_destinations == settings.all_destinations
 
 
 @pytest.mark.parametrize(

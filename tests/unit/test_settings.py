@@ -23,9 +23,9 @@ def test_settings_from_environment_file_and_arguments(
     assert settings.http_port == 9100  # environment beats the file
     assert settings.stable_seconds == 3  # arguments beat both
     assert settings.allowed_calling_aets == ["CT1", "PACS"]
-    # What a child process needs to rebuild the same settings.
-    env = settings.worker_environment()
-    assert env["AINODE_AE_TITLE"] == "FROMFILE" and env["AINODE_HTTP_PORT"] == "9100"
+    # What a child process needs to rebuild the same settings (node.supervisor).
+    config = settings.as_config()
+    assert config["ae_title"] == "FROMFILE" and config["http_port"] == 9100
 
 
 def test_settings_refuse_bad_values() -> None:

@@ -3,10 +3,11 @@
 dciodvfy checks the IOD (modules and attributes) but not SR templates, and some
 SEG content viewers rely on is optional in the IOD. These checks cover what the
 encoders promise: the mandatory content of TID 1500 "Measurement Report" as the node
-writes it, the segment and frame references of a SEG, and what a Secondary Capture
-overlay must say about itself and its source. Each problem names the item and the
-rule it breaks, so a failed job says why. ``gate`` runs them on a job's results
-before any is kept; nothing leaves the node that fails them.
+writes it, the segment and frame references of a SEG, what a Secondary Capture
+overlay must say about itself and its source, and that no spacing a SEG or SC states
+is zero (:mod:`workers.encode.measures`). Each problem names the item and the rule it
+breaks, so a failed job says why. ``gate`` runs them on a job's results before any is
+kept; nothing leaves the node that fails them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydicom import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage
 
 from node.db.models import ResultKind
+from workers.encode.measures import check_spatial_measures
 from workers.errors import EncodingError
 
 # (code value, meaning) of the DCM concepts the checks look for, as PS3.16 names them.
@@ -219,6 +221,7 @@ def check_segmentation(seg: Dataset) -> list[str]:
         problems.append("SEG: ReferencedSeriesSequence is empty (no source series referenced)")
     problems.extend(_check_frame_segments(seg, declared))
     problems.extend(_check_segmentation_type(seg))
+    problems.extend(check_spatial_measures(seg, "SEG"))
     return problems
 
 
@@ -311,6 +314,7 @@ def check_overlay(ds: Dataset, sources: Sequence[Dataset] | None = None) -> list
     if image_type[:2] != ["DERIVED", "SECONDARY"]:
         problems.append(f"SC overlay: Image Type {image_type} is not DERIVED\\SECONDARY")
     problems.extend(_check_references(ds, sources))
+    problems.extend(check_spatial_measures(ds, "SC overlay"))
     if sources:
         problems.extend(_check_study(ds, sources[0]))
     return problems

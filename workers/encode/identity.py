@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydicom import Dataset
+from pydicom.multival import MultiValue
 from pydicom.valuerep import DA, TM
 
 from models.manifest import ModelManifest
@@ -239,7 +240,9 @@ def source_headers(volume: Volume) -> list[Dataset]:
     its identity was removed but not how); the volume's own headers are untouched. A
     multi-frame source's copy also gets its plane orientation and pixel measures in
     the shared functional groups, where highdicom reads them (an enhanced object may
-    repeat them per frame instead; the loader checked that they agree).
+    repeat them per frame instead; the loader checked that they agree). A Pixel Spacing
+    or Slice Thickness that is not positive (a radiograph's "0\\0") is left out of the
+    copy, so no result repeats it (:func:`_drop_unmeasured_spacing`).
     """
     sources = source_instances(volume)
     first = copy.deepcopy(sources[0])
@@ -257,7 +260,32 @@ def source_headers(volume: Volume) -> list[Dataset]:
         first.DeidentificationMethod = _UNSTATED_DEIDENTIFICATION
     if volume.frame_numbers is not None:
         _share_frame_geometry(first)
+    _drop_unmeasured_spacing(first)
     return [first, *sources[1:]]
+
+
+def _drop_unmeasured_spacing(source: Dataset) -> None:
+    """Remove Pixel Spacing and Slice Thickness values that are not positive from
+    ``source`` and its shared Pixel Measures: highdicom copies them into the SEG's
+    Pixel Measures, where zero is an error (PS3.3 C.7.6.16.2.1; dciodvfy says so). The
+    source then states no spacing, which is the truth; the loader read it so too."""
+    holders = [source]
+    shared = source.get("SharedFunctionalGroupsSequence")
+    if shared:
+        holders += list(shared[0].get("PixelMeasuresSequence") or ())
+    for holder in holders:
+        for keyword in ("PixelSpacing", "SliceThickness"):
+            if keyword in holder and not positive_values(holder.get(keyword)):
+                delattr(holder, keyword)
+
+
+def positive_values(value: object) -> bool:
+    """Whether an attribute's value(s) are all numbers above zero (a stated spacing)."""
+    values = value if isinstance(value, (list, tuple, MultiValue)) else [value]
+    try:
+        return len(values) > 0 and all(float(v) > 0 for v in values)
+    except (TypeError, ValueError):
+        return False
 
 
 def _share_frame_geometry(source: Dataset) -> None:

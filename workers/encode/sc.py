@@ -28,6 +28,7 @@ from workers.encode.identity import (
     default_series_number,
     device_serial_number,
     make_deterministic,
+    positive_values,
     result_description,
     sc_image_uid,
     software_versions,
@@ -224,12 +225,13 @@ def _pixel_spacing(volume: Volume, factor: int) -> tuple[float, float] | None:
     """The spacing of the picture's pixels, when the source states it in the patient.
 
     A projection image's Imager Pixel Spacing (at the detector, not the patient), or
-    the loader's default for an image without any, is not claimed.
+    the loader's default for an image without any (or with a zero one), is not claimed.
     """
     source = volume.datasets[0]
     frame = volume.frame_numbers[0] if volume.frame_numbers else None
     measures = group_macro(functional_groups(source, frame), "PixelMeasuresSequence")
-    if "PixelSpacing" not in source and (measures is None or "PixelSpacing" not in measures):
+    stated = [holder.get("PixelSpacing") for holder in (source, measures) if holder is not None]
+    if not any(positive_values(value) for value in stated if value is not None):
         return None
     return volume.spacing[1] / factor, volume.spacing[2] / factor
 

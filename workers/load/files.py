@@ -23,6 +23,9 @@ from workers.errors import SeriesNotAnalysable
 from workers.pixels import colour_refusal
 
 PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# Values larger than this are read from the file only when used: a data set's pixel data
+# stays on disk until its declared size has been checked (workers.load.limits).
+_DEFER_BYTES = 64 * 1024
 # Objects with pixel data that are not images of the patient: analysing them would
 # run a model on a result (a mask, a dose grid) as if it were an acquisition.
 _NOT_ACQUIRED_IMAGES = {
@@ -35,11 +38,11 @@ _NOT_ACQUIRED_IMAGES = {
 def read_instance(path: Path) -> Dataset:
     try:
         try:
-            ds = pydicom.dcmread(path)
+            ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
         except InvalidDicomError:
             # Files without a PS3.10 header (as some tools write them) are still
             # DICOM; a real data set read this way has a SOP Class UID.
-            ds = pydicom.dcmread(path, force=True)
+            ds = pydicom.dcmread(path, force=True, defer_size=_DEFER_BYTES)
     except Exception as exc:  # pydicom raises many kinds on damaged files
         raise SeriesNotAnalysable(f"{path.name}: not a readable DICOM file ({exc})") from exc
     if "SOPClassUID" not in ds:

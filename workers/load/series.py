@@ -41,6 +41,7 @@ from workers.load.files import (
     read_instance,
 )
 from workers.load.four_d import slice_timing, temporal_positions
+from workers.load.limits import DecodeLimits, check_declared_pixels, check_series_bytes
 from workers.load.multiframe import decode_frames, frame_slices
 from workers.load.slices import Slice, common_pixel_spacing, decode_instance, instance_slice
 from workers.load.stack import single_slice_geometry, stack_geometry
@@ -48,20 +49,23 @@ from workers.pixels import inversion_pivot
 from workers.volume import Volume
 
 
-def load_series(paths: Sequence[Path]) -> Volume:
-    """Read the instances at ``paths`` as one volume in slice order.
+def load_series(paths: Sequence[Path], limits: DecodeLimits | None = None) -> Volume:
+    """Read the instances at ``paths`` as one volume in slice order, decoding no pixel
+    before the headers show that the series fits ``limits`` (default: the defaults of
+    :class:`~workers.load.limits.DecodeLimits`).
 
     Raises
     ------
     SeriesNotAnalysable
-        When a file cannot be read or decoded, holds no greyscale image, or when the
-        instances (or the frames of the one multi-frame instance) do not form one
-        regular stack of slices.
+        When a file cannot be read or decoded, holds no greyscale image, declares
+        nonsense pixel geometry, or when the instances (or the frames of the one
+        multi-frame instance) do not form one regular stack of slices;
+        ``SeriesTooLarge`` (a kind of it) when decoding would pass ``limits``.
     """
     if not paths:
         raise SeriesNotAnalysable("the series has no instances")
     try:
-        return _load(paths)
+        return _load(paths, limits or DecodeLimits())
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
         # Values pydicom read but that do not parse (a DS of "abc", an IS of "1A"):
         # the series is what is broken, so it is refused like any other.
@@ -70,11 +74,14 @@ def load_series(paths: Sequence[Path]) -> Volume:
         ) from exc
 
 
-def _load(paths: Sequence[Path]) -> Volume:
+def _load(paths: Sequence[Path], limits: DecodeLimits) -> Volume:
     datasets = [read_instance(Path(path)) for path in paths]
+    frame_bytes = 0
     for path, ds in zip(paths, datasets, strict=True):
         check_is_greyscale_image(Path(path), ds)
         check_identifying_uids(Path(path), ds)
+        declared = check_declared_pixels(Path(path), ds, limits)
+        frame_bytes = max(frame_bytes, declared.frame_bytes)
     check_one_series(datasets)
     rows, columns = matrix_size(datasets)
     multi_frame = _the_multi_frame_instance(paths, datasets)
@@ -103,6 +110,8 @@ def _load(paths: Sequence[Path]) -> Volume:
     # One constant for the whole series, from its first slice's header, so that
     # equal modality values stay equal across slices once inverted.
     pivot = inversion_pivot(slices[0].dataset)
+    time_points = len(phases) if phases is not None else 1
+    check_series_bytes(len(slices), rows, columns, time_points, limits, frame_bytes)
     voxels = np.empty((len(slices), rows, columns), dtype=np.float32)
     if multi_frame is not None:
         decode_frames(*multi_frame, slices, voxels, pivot)

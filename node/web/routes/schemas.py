@@ -38,6 +38,10 @@ UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 INSTANCE_COUNTS = "instance_counts"
 """The validation context key of ``{series id: instances}`` (counted in one query)."""
 
+MASKED = "***"
+"""What a masked patient name, patient ID or accession number reads (the API never shows
+a birth date)."""
+
 
 class RowOut(BaseModel):
     """A shape read from the attributes of a row (or of the settings)."""
@@ -117,6 +121,27 @@ class StudyOut(RowOut):
     patient_conflicts: str
     patient: PatientOut
     series: list[SeriesOut]  # by series number, unnumbered last (the relationship's order)
+    # True when the asker's role may not see patient identifiers (AINODE_PHI_ROLES):
+    # name, ID, accession number and the conflicts then read MASKED (``masked``).
+    identifiers_hidden: bool = False
+
+    def masked(self) -> StudyOut:
+        """This study with patient name, patient ID, accession number and the conflicts
+        (which quote them) replaced by ``MASKED``, for roles that may not see them."""
+        patient = self.patient.model_copy(
+            update={
+                "name": MASKED if self.patient.name else "",
+                "patient_id": MASKED if self.patient.patient_id else "",
+            }
+        )
+        return self.model_copy(
+            update={
+                "patient": patient,
+                "accession_number": MASKED if self.accession_number else "",
+                "patient_conflicts": MASKED if self.patient_conflicts else "",
+                "identifiers_hidden": True,
+            }
+        )
 
 
 class StepOut(RowOut):
@@ -165,6 +190,17 @@ class ResultOut(RowOut):
     deliveries: list[DeliveryOut]
 
 
+class JobActionOut(RowOut):
+    """An operator's retry or an admin's re-analysis of the job: who, when, why, what."""
+
+    action: str
+    actor: str
+    actor_role: str
+    reason: str
+    outcome: str
+    at: UtcDatetime
+
+
 class JobOut(RowOut):
     id: int
     study_instance_uid: str = Field(
@@ -185,6 +221,7 @@ class JobOut(RowOut):
     findings: Any
     steps: list[StepOut]  # the latest attempt's only
     results: list[ResultOut]  # by id (the relationship's order)
+    actions: list[JobActionOut]  # retries and re-analyses, oldest first
 
     @field_validator("steps", mode="before")
     @classmethod
@@ -196,8 +233,27 @@ class JobOut(RowOut):
         return [step for step in steps if attempt(step) == latest]
 
 
+class RetryIn(BaseModel):
+    """An optional note with a retry (why), kept with the job's actions."""
+
+    reason: str = Field(default="", max_length=2000)
+
+
+class ReanalyseIn(BaseModel):
+    """Why a finished job is analysed again: required, kept with the job's actions."""
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("say why the job is analysed again")
+        return value.strip()
+
+
 class RetryOut(RowOut):
-    """The job's state as read back right after the retry was accepted."""
+    """The job's state as read back right after the retry (or re-analysis) was accepted."""
 
     id: int
     state: JobState

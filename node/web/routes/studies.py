@@ -1,4 +1,8 @@
-"""``GET /api/studies``: received studies, newest first, with their series and jobs."""
+"""``GET /api/studies``: received studies, newest first, with their series and jobs.
+
+Patient name, patient ID and accession number are masked for roles that may not see
+them (``AINODE_PHI_ROLES``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from node.db.models import Instance, Series, Study
-from node.web.routes.deps import SessionDep
+from node.web.routes.deps import ContextDep, SessionDep, ViewerDep
 from node.web.routes.schemas import INSTANCE_COUNTS, StudyOut
 
 router = APIRouter(tags=["studies"])
@@ -18,7 +22,10 @@ router = APIRouter(tags=["studies"])
 
 @router.get("/studies")
 def list_studies(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    session: SessionDep,
+    context: ContextDep,
+    principal: ViewerDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[StudyOut]:
     studies = session.scalars(
         select(Study)
@@ -29,8 +36,11 @@ def list_studies(
         .order_by(Study.first_received_at.desc(), Study.id.desc())
         .limit(limit)
     ).all()
-    context = {INSTANCE_COUNTS: _instance_counts(session, studies)}
-    return [StudyOut.model_validate(study, context=context) for study in studies]
+    counts = {INSTANCE_COUNTS: _instance_counts(session, studies)}
+    shown = [StudyOut.model_validate(study, context=counts) for study in studies]
+    if context.identifiers.may_see(principal.role):
+        return shown
+    return [study.masked() for study in shown]
 
 
 def _instance_counts(session: Session, studies: Sequence[Study]) -> dict[int, int]:

@@ -13,7 +13,7 @@ const HEALTH_LABELS = {
   disk: "Disk space",
 };
 
-const state = { last: {}, timer: null, busy: false, again: false };
+const state = { last: {}, timer: null, busy: false, again: false, csrf: null, admin: false };
 
 // ---- DOM helpers -----------------------------------------------------------------
 
@@ -147,10 +147,12 @@ function renderStudies(studies) {
   const body = document.querySelector("#studies tbody");
   body.replaceChildren(
     ...studies.map((study) => {
-      const name = patientName(study.patient.name);
+      // Masked by the node for roles that may not see patient identifiers.
+      const hidden = study.identifiers_hidden;
+      const name = hidden ? "identifiers hidden" : patientName(study.patient.name);
       return el("tr", { data: { studyUid: study.study_instance_uid } }, [
         el("td", { class: "col-patient" }, [
-          el("div", { class: "strong", text: name || "(no name)" }),
+          el("div", { class: hidden ? "hidden-id" : "strong", text: name || "(no name)" }),
           el("div", { class: "muted mono", text: study.patient.patient_id }),
         ]),
         el("td", { class: "nowrap", text: studyDate(study.study_date) }),
@@ -268,10 +270,28 @@ function renderNode(node) {
 
 // ---- polling ---------------------------------------------------------------------
 
+function toSignIn() {
+  window.location.assign("/signin?next=/");
+}
+
 async function getJson(url) {
   const response = await fetch(url, { cache: "no-store", headers: { Accept: "application/json" } });
+  if (response.status === 401) toSignIn(); // the session ended
   const text = await response.text();
   return { ok: response.ok, status: response.status, text };
+}
+
+async function post(url, body) {
+  // The session's CSRF token goes with every state-changing request.
+  const headers = { Accept: "application/json", "X-CSRF-Token": state.csrf || "" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(url, {
+    method: "POST",
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 401) toSignIn();
+  return response;
 }
 
 function changed(key, text) {
@@ -286,10 +306,11 @@ function jobsUrl() {
 }
 
 async function refreshOnce() {
-  const [health, studies, jobs] = await Promise.allSettled([
+  const [health, studies, jobs, audit] = await Promise.allSettled([
     getJson("/healthz"),
     getJson("/api/studies"),
     getJson(jobsUrl()),
+    state.admin ? getJson(auditUrl()) : Promise.resolve(null), // audit.js; admins only
   ]);
   let reachable = true;
 
@@ -309,6 +330,13 @@ async function refreshOnce() {
     if (changed("jobs", jobs.value.text)) renderJobs(JSON.parse(jobs.value.text));
   } else {
     reachable = false;
+  }
+  if (state.admin) {
+    if (audit.status === "fulfilled" && audit.value.ok) {
+      if (changed("audit", audit.value.text)) renderAudit(JSON.parse(audit.value.text));
+    } else {
+      reachable = false;
+    }
   }
 
   const updated = document.getElementById("updated");
@@ -345,7 +373,7 @@ async function retry(jobId, button) {
   button.disabled = true;
   button.textContent = "Retrying…";
   try {
-    const response = await fetch(`/api/jobs/${encodeURIComponent(jobId)}/retry`, { method: "POST" });
+    const response = await post(`/api/jobs/${encodeURIComponent(jobId)}/retry`);
     if (response.ok) {
       hideAlert();
     } else {
@@ -368,6 +396,24 @@ async function retry(jobId, button) {
   refresh();
 }
 
+async function loadSession() {
+  const session = await getJson("/api/session");
+  if (!session.ok) return false;
+  const me = JSON.parse(session.text);
+  state.csrf = me.csrf_token;
+  document.getElementById("user-name").textContent = me.name;
+  document.getElementById("user-role").textContent = me.role;
+  document.getElementById("user").hidden = false;
+  state.admin = me.role === "admin"; // the audit trail is theirs alone
+  document.getElementById("audit-card").hidden = !state.admin;
+  return true;
+}
+
+async function signOut() {
+  await post("/signout");
+  toSignIn();
+}
+
 async function loadNode() {
   try {
     const node = await getJson("/api/node");
@@ -383,6 +429,14 @@ document.addEventListener("DOMContentLoaded", () => {
     state.last.jobs = null;
     refresh();
   });
-  loadNode();
-  refresh();
+  document.getElementById("audit-filter").addEventListener("change", () => {
+    state.last.audit = null;
+    refresh();
+  });
+  document.getElementById("signout").addEventListener("click", signOut);
+  loadSession().then((signedIn) => {
+    if (!signedIn) return;
+    loadNode();
+    refresh();
+  });
 });
