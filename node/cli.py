@@ -29,22 +29,39 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker(settings: Settings, _args: argparse.Namespace) -> int:
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from node.jobs.contracts import GPU_QUEUE, IO_QUEUE
     from workers.context import WorkerContext
     from workers.tasks import register_tasks
 
     if not settings.broker_url:
         print("ainode worker: AINODE_BROKER_URL must name the node's Redis", file=sys.stderr)
         return 2
+    queues = [q for q in (part.strip() for part in args.queues.split(",")) if q]
+    unknown = sorted(set(queues) - {GPU_QUEUE, IO_QUEUE})
+    if unknown or not queues:
+        print(f"ainode worker: --queues takes {GPU_QUEUE} and/or {IO_QUEUE}", file=sys.stderr)
+        return 2
     context, app = WorkerContext.build(settings, settings.broker_url)
-    register_tasks(app, context)
+    analysis = None
+    if GPU_QUEUE in queues:  # only then torch: a delivery worker loads no model
+        from workers.analysis_context import AnalysisContext
+
+        analysis = AnalysisContext.build(settings)  # every model loaded and warmed first
+        # One job at a time and no fork, so CUDA stays in this process.
+        pool = ["--pool=solo"]
+    else:
+        # A delivery waits on the network: several at once, so that an archive that does
+        # not answer holds up its own deliveries only.
+        pool = ["--pool=threads", f"--concurrency={settings.delivery_concurrency}"]
+    register_tasks(app, context, analysis)
     context.trail.application_started("ainode worker")
     try:
         app.worker_main(
             [
                 "worker",
-                "--pool=solo",  # one task at a time, no fork: CUDA stays in this process
-                "--queues=gpu,io",
+                *pool,
+                f"--queues={','.join(queues)}",
                 f"--loglevel={settings.log_level}",
                 f"--hostname=ainode-{os.getpid()}@%h",
                 "--without-gossip",
@@ -142,7 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML or JSON settings file (AINODE_CONFIG)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run every role on this machine").set_defaults(run=_serve)
-    commands.add_parser("worker", help="run one Celery worker").set_defaults(run=_worker)
+    worker = commands.add_parser("worker", help="run one Celery worker")
+    worker.add_argument(
+        "--queues",
+        default="gpu,io",
+        help="queues to take: gpu (analysis: loads the models), io (delivery: no model); "
+        "default both",
+    )
+    worker.set_defaults(run=_worker)
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(
         run=_migrate
     )

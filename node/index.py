@@ -6,7 +6,7 @@ resend, or a conflict with what is held) and records it in the caller's transact
 (the SCP's group committer, :mod:`node.group_commit`, or ``index_instance``'s own),
 placing its file (through the caller's ``place``) before the row commits. A series
 that gains an instance goes (back) to RECEIVING through :mod:`node.series_state` (the
-one writer of a series' state), so its quiet period starts again.
+one writer of a series' state), so completion judges it again.
 
 A known SOP Instance UID is handled as dcm4chee-arc-light does (StoreServiceEJB
 ``updateDB``): an equal digest is ignored, other content follows the overwrite policy
@@ -23,7 +23,6 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from pydicom import Dataset
 from pydicom.multival import MultiValue
@@ -32,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from node import series_state
+from node.completion_evidence import SERIES_EVIDENCE, HeaderEvidence, evidence_parameters
 from node.db.models import Instance, Patient, Series, SeriesState, Study, utcnow
 from node.db.session import SessionFactory, transaction
 from node.identity_cache import IdentityCache, SeriesKey
@@ -82,6 +82,7 @@ class InstanceHeader:
     series_number: int | None
     image_type: str
     instance_number: int | None
+    evidence: HeaderEvidence  # what completion judges by, kept by _TOUCH and the row
 
     @classmethod
     def from_dataset(cls, ds: Dataset, transfer_syntax_uid: str) -> InstanceHeader:
@@ -106,6 +107,7 @@ class InstanceHeader:
             series_number=_int(ds, "SeriesNumber"),
             image_type=_text(ds, "ImageType", 128).upper(),
             instance_number=_int(ds, "InstanceNumber"),
+            evidence=HeaderEvidence.from_dataset(ds),
         )
 
     @property
@@ -279,17 +281,17 @@ _SERIES = Series.__table__
 _HELD = select(_INSTANCES.c.id).where(_INSTANCES.c.sop_instance_uid == bindparam("uid"))
 _ADD = insert(_INSTANCES)
 _FROM_HEADER = ("sop_instance_uid", "sop_class_uid", "transfer_syntax_uid", "instance_number")
-# last_received_at is the index's to write; the state comes back for series_state.
+# last_received_at and the evidence are the index's; the state comes back for series_state.
 _TOUCH = (
     update(_SERIES)
     .where(_SERIES.c.id == bindparam("series"))
-    .values(last_received_at=bindparam("now"))
+    .values(last_received_at=bindparam("now"), **SERIES_EVIDENCE)
     .returning(_SERIES.c.state)
 )
 
 
 def _cached_series(
-    session: Session, header: InstanceHeader, cache: IdentityCache, now: datetime
+    session: Session, header: InstanceHeader, cache: IdentityCache, touch: dict[str, object]
 ) -> SeriesKey | None:
     """The held series from the cache, its arrival time updated; None when not cached."""
     key = cache.get(header.series_instance_uid)
@@ -297,24 +299,25 @@ def _cached_series(
         return None
     if key.study_instance_uid != header.study_instance_uid:
         raise IdentityConflict("Series Instance UID is held under another study")
-    touch = {"series": key.series_pk, "now": now}
-    state = session.connection().execute(_TOUCH, touch).scalar_one_or_none()
+    state = session.connection().execute(_TOUCH, {**touch, "series": key.series_pk}).scalar()
     if state is None:  # the row went away: look it up again
         cache.forget(header.series_instance_uid)
         return None
     if key.patient != _patient_of(header):
         _flag_patient_conflicts(session.get_one(Study, key.study_pk), header)
-    if state is not SeriesState.RECEIVING:  # routed already: analyze it again once quiet
+    if state is not SeriesState.RECEIVING:  # routed already: analyze it again once complete
         series_state.instance_added(session.get_one(Series, key.series_pk))
     return key
 
 
-def _looked_up_series(session: Session, header: InstanceHeader, now: datetime) -> SeriesKey:
+def _looked_up_series(
+    session: Session, header: InstanceHeader, touch: dict[str, object]
+) -> SeriesKey:
     """The series the instance goes under, read (or created) through the ORM."""
     series = _series(session, header)
-    series.last_received_at = now
-    series_state.instance_added(series)  # routed already: analyze it again once quiet
+    series_state.instance_added(series)  # routed already: analyze it again once complete
     session.flush()  # assigns the new rows' keys
+    session.connection().execute(_TOUCH, {**touch, "series": series.id})
     patient = series.study.patient
     held = tuple(getattr(patient, column) for _field, column, _kw in _PATIENT_ATTRIBUTES)
     return SeriesKey(series.id, header.study_instance_uid, series.study_pk, held)
@@ -336,9 +339,11 @@ def record(
         instance = session.get_one(Instance, held)
         return _known(instance, header, received, lambda: place(False)), None
     now = utcnow()
-    key = _cached_series(session, header, cache, now) or _looked_up_series(session, header, now)
+    evidence = evidence_parameters(header.evidence, header.instance_number, received.calling_aet)
+    touch = {"now": now, **evidence}
+    key = _cached_series(session, header, cache, touch) or _looked_up_series(session, header, touch)
     place(True)  # durable before the row commits: a crash leaves a file to sweep
-    row = {name: getattr(header, name) for name in _FROM_HEADER}
+    row = {name: getattr(header, name) for name in _FROM_HEADER} | header.evidence.instance_columns
     row.update(series_pk=key.series_pk, path=header.spool_path, size_bytes=received.size,
                digest=received.digest, calling_ae_title=received.calling_aet[:16],
                received_at=now)  # fmt: skip

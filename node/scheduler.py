@@ -1,12 +1,19 @@
-"""The scheduler role: completes quiet series, routes them, and reconciles the queue.
+"""The scheduler role: completes series, routes them, and reconciles the queue.
 
-Each quiet series is marked complete, routed (``node.routing`` creates its jobs and
-returns a verdict), and the verdict written (``node.series_state``, the one writer of a
-series' state), all in one transaction.
+Each complete series (``node.completion``: by evidence, or its quiet period) is marked
+complete, routed (``node.routing`` creates its jobs and returns a verdict), and the
+verdict written (``node.series_state``, the one writer of a series' state), all in one
+transaction.
 
-It runs one loop. Jobs are created in the database first and sent to Celery after the
-commit; anything the broker lost (a Redis restart, a crash between commit and send)
-is found again by the reconciler, which re-sends jobs queued for too long.
+It runs one loop, which does not poll: after each pass it sleeps until the earliest
+moment a receiving series may be complete (the end of its grace, or of its quiet
+period), the reconciler's next turn, or a :meth:`Scheduler.wake` (the Storage SCP's
+association callback, ``node.completion_release``: an association ended), whichever
+comes first. It never sleeps longer than the quiet period, so a series whose
+association sends no news (still open, or served where no wake reaches) is never late.
+Jobs are created in the database first and sent to Celery after the commit; anything
+the broker lost (a Redis restart, a crash between commit and send) is found again by
+the reconciler, which re-sends jobs queued for too long.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ from node.settings import Settings
 
 log = logging.getLogger(__name__)
 
+SHORTEST_SLEEP = 0.05  # s; a deadline already due (a series another pass holds) is no spin
+AFTER_FAILURE = 1.0  # s before a pass that failed (database or broker down) is tried again
+
 
 class Scheduler:
     def __init__(
@@ -43,8 +53,11 @@ class Scheduler:
         self.registry = registry
         self.queue = queue
         self.ledger = ledger
-        self.completion = SeriesCompletion(settings.stable_seconds)
+        self.completion = SeriesCompletion(
+            settings.stable_seconds, settings.completion_grace_seconds, settings.completion_rules
+        )
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_reconcile = 0.0
 
@@ -53,15 +66,15 @@ class Scheduler:
         queued: list[int] = []
         with transaction(self.sessions) as session:
             for series in self.completion.complete_series(session, utcnow()):
-                series_state.completed(series, utcnow())
                 verdict = route_series(session, series, self.registry)
                 series_state.record_routing(series, verdict)
                 session.flush()
                 job_ids = [job.id for job in verdict.jobs]
+                uid, why = series.series_instance_uid, series.completed_by
                 if job_ids:
-                    log.info("series %s -> jobs %s", series.series_instance_uid, job_ids)
+                    log.info("series %s complete, %s -> jobs %s", uid, why, job_ids)
                 else:
-                    log.info("series %s: %s", series.series_instance_uid, verdict.reason)
+                    log.info("series %s complete, %s: %s", uid, why, verdict.reason)
                 queued.extend(job_ids)
         for job_id in queued:
             self.queue.send_analysis(job_id)
@@ -91,21 +104,44 @@ class Scheduler:
             log.warning("re-sent jobs the broker may have lost: %s", resent)
         return resent
 
-    def run_once(self) -> None:
+    @property
+    def _reconcile_period(self) -> float:
+        return min(self.settings.reconcile_seconds, self.settings.lost_worker_seconds, 30.0)
+
+    def run_once(self) -> float:
+        """One pass; returns how long the loop may sleep before the next, unless woken."""
         self.route_complete_series()
-        now = time.monotonic()
-        period = min(self.settings.reconcile_seconds, self.settings.lost_worker_seconds, 30.0)
-        if now - self._last_reconcile >= period:
-            self._last_reconcile = now
+        if time.monotonic() - self._last_reconcile >= self._reconcile_period:
+            self._last_reconcile = time.monotonic()
             self.reconcile()
+        return self.seconds_to_next_pass()
+
+    def seconds_to_next_pass(self) -> float:
+        """Until the earliest series deadline or the reconciler's turn, at most the quiet
+        period (module docstring)."""
+        reconcile = self._last_reconcile + self._reconcile_period - time.monotonic()
+        sleep = min(reconcile, max(self.settings.stable_seconds, SHORTEST_SLEEP))
+        now = utcnow()
+        with self.sessions() as session:
+            deadline = self.completion.next_deadline(session, now)
+        if deadline is not None:
+            sleep = min(sleep, (deadline - now).total_seconds() + 0.01)  # due when it wakes
+        return max(sleep, SHORTEST_SLEEP)
+
+    def wake(self) -> None:
+        """Something the receiving series may be judged on happened (an association
+        ended): pass now rather than at the next deadline."""
+        self._wake.set()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # a wake from now on is seen by this pass or ends the sleep
             try:
-                self.run_once()
+                sleep = self.run_once()
             except Exception:  # noqa: BLE001 - a passing DB or broker fault; next pass retries
                 log.exception("scheduler pass failed")
-            self._stop.wait(self.settings.scheduler_interval)
+                sleep = AFTER_FAILURE
+            self._wake.wait(sleep)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -113,6 +149,7 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
 

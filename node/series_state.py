@@ -1,14 +1,15 @@
 """Series.state: the one module that writes it (with its reason and its completion time).
 
-A series is RECEIVING from its first instance (the column's default) until its quiet
-period passes. Then the scheduler marks it complete here, routing decides what it
-leads to (a :class:`RoutingVerdict`, computed without touching the state), and
+A series is RECEIVING from its first instance (the column's default) until it is
+complete (:mod:`node.completion`: its data say so, or its quiet period passed). Then
+completion marks it complete here, with why; routing decides what it leads to (a
+:class:`RoutingVerdict`, computed without touching the state), and
 :func:`record_routing` writes that verdict: ROUTED, or NO_MODEL with every model's
 reason. An instance that arrives for a complete series sends it back to RECEIVING
-(:func:`instance_added`, called by the index), so it is routed again once quiet.
+(:func:`instance_added`, called by the index), so it is routed again once complete.
 
-Every transition of ``Series.state`` and ``Series.state_reason`` is in this module;
-any other module reads them only.
+Every transition of ``Series.state``, ``state_reason``, ``completed_at`` and
+``completed_by`` is in this module; any other module reads them only.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ def instance_added(series: Series) -> None:
         _write(series, SeriesState.RECEIVING, REOPENED)
 
 
-def completed(series: Series, now: datetime) -> None:
-    """The series' quiet period has passed; routing follows in the same transaction."""
+def completed(series: Series, now: datetime, reason: str) -> None:
+    """The series is complete, for ``reason`` (its evidence, or the quiet period);
+    routing follows in the same transaction."""
     series.completed_at = now
+    series.completed_by = reason
 
 
 def record_routing(series: Series, verdict: RoutingVerdict) -> None:

@@ -1,9 +1,9 @@
 """``ainode serve``: every role of the node on one machine.
 
 Start order follows the data: database (migrated), broker (embedded Redis unless one
-is configured), worker process, scheduler, retention sweep, Storage SCP, then the web
-server in the foreground. Stopping reverses it, so nothing is accepted that cannot be
-processed.
+is configured), worker processes (analysis, delivery), scheduler, retention sweep,
+Storage SCP, then the web server in the foreground. Stopping reverses it, so nothing
+is accepted that cannot be processed.
 The process's audit trail (``node.audit``) is told of the start once every role is up,
 of each association, commitment report and web action meanwhile, and of the stop
 once every role is down.
@@ -25,6 +25,7 @@ from node.audit.web_actions import action_recorder
 from node.auth.accounts import AccountStore
 from node.auth.bootstrap import ensure_first_admin
 from node.broker import EmbeddedRedis, broker_answers
+from node.completion_release import SeriesRelease
 from node.db.migrate import upgrade_to_head
 from node.db.session import database_answers, make_engine, make_session_factory
 from node.delivery.outbox import Outbox
@@ -39,7 +40,7 @@ from node.scp import StorageSCP, log_association
 from node.settings import Settings
 from node.storage import has_room
 from node.store import sweep_at_start
-from node.supervisor import worker_supervisor
+from node.supervisor import worker_supervisors
 from node.web.app import create_app
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def serve(settings: Settings) -> None:
     ledger = JobLedger(sessions, settings.max_job_attempts)
     outbox = Outbox(sessions, settings)
     queue = JobQueue(make_celery(broker_url, settings.visibility_timeout_seconds), ledger)
-    worker = worker_supervisor(settings, broker_url)  # settings in a private file, not env
+    workers = worker_supervisors(settings, broker_url)  # settings in a private file, not env
     scheduler = Scheduler(settings, sessions, registry, queue, ledger)
     retention = Retention(settings, sessions)
     results_audit = ResultsAudit(trail, sessions, settings)
@@ -95,7 +96,11 @@ def serve(settings: Settings) -> None:
         settings,
         sessions,
         on_commitment=commitment_reports.record,
-        on_association=AssociationAudit(trail, then=log_association),
+        # A released association's series are marked and the scheduler woken, then the
+        # log line and the audit trail.
+        on_association=SeriesRelease(
+            sessions, scheduler.wake, then=AssociationAudit(trail, then=log_association)
+        ),
     )
 
     def health() -> dict[str, bool]:
@@ -106,7 +111,7 @@ def serve(settings: Settings) -> None:
             "database": database_answers(engine),
             "broker": broker_answers(broker_url),
             "scheduler": scheduler.alive,
-            "worker": worker.alive,
+            "worker": all(worker.alive for worker in workers),  # analysis and delivery
         }
 
     app = create_app(
@@ -130,7 +135,8 @@ def serve(settings: Settings) -> None:
     _stop_on_sigterm()
     try:
         retention.remove_empty_folders()  # before the worker and the SCP make folders
-        worker.start()
+        for worker in workers:
+            worker.start()
         scheduler.start()
         retention.start()  # its first sweep finishes what a crash left half deleted
         sweep_at_start(settings, sessions)  # what a crash left, before the SCP listens
@@ -143,7 +149,8 @@ def serve(settings: Settings) -> None:
         scp.stop()
         retention.stop()
         scheduler.stop()
-        worker.stop()
+        for worker in reversed(workers):
+            worker.stop()
         if embedded is not None:
             embedded.stop()
         if started:

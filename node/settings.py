@@ -21,6 +21,7 @@ from node.audit.syslog import SyslogAddress
 from node.auth.hosts import normalize_host
 from node.auth.oidc_settings import OidcSettings  # the AINODE_OIDC_* fields
 from node.auth.roles import parse_role
+from node.completion_settings import CompletionSettings  # AINODE_COMPLETION_* (rules, grace)
 from node.credentials import values_from_files, with_password
 from node.delivery.destinations import (
     AE_TITLE,
@@ -29,9 +30,10 @@ from node.delivery.destinations import (
     DicomAddress,
     DicomDestination,
 )
+from node.jobs.worker_settings import WorkerSettings  # AINODE_DECODE_CACHE_BYTES, ...
 
 
-class Settings(BaseSettings, OidcSettings):
+class Settings(BaseSettings, OidcSettings, CompletionSettings, WorkerSettings):
     """Every knob the node has. Environment names are ``AINODE_`` + the field name."""
 
     model_config = SettingsConfigDict(env_prefix="AINODE_", extra="ignore")
@@ -160,7 +162,6 @@ class Settings(BaseSettings, OidcSettings):
     models_dir: Path | None = Field(
         default=None, description="extra model packages, scanned beside the shipped ones"
     )
-    scheduler_interval: float = Field(default=1.0, gt=0)
     reconcile_seconds: float = Field(
         default=120.0, gt=0, description="a job queued this long without starting is re-sent"
     )

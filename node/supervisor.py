@@ -1,12 +1,12 @@
-"""Keeps a child process (the node's worker) running, restarting it if it dies, and
-hands the worker child its settings.
+"""Keeps child processes (the node's two workers) running, restarting each one that
+dies, and hands the worker children their settings.
 
-The worker child gets the serve process's settings as a file readable by the node's
+The worker children get the serve process's settings as a file readable by the node's
 user alone (``worker-settings.json`` in the data directory), never as environment
 variables: a child's environment is readable in ``/proc/<pid>/environ`` and inherited
 by whatever it starts, and the settings hold the destinations' credentials and the
-database and broker passwords. Its environment is the serve process's without any
-``AINODE_*`` variable, so the file is the one source of its settings.
+database and broker passwords. Their environment is the serve process's without any
+``AINODE_*`` variable, so the file is the one source of their settings.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
+from node.jobs.contracts import GPU_QUEUE, IO_QUEUE
 from node.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,18 @@ def write_private_settings(settings: Settings, path: Path, **overrides: object) 
     return path
 
 
-def worker_supervisor(settings: Settings, broker_url: str) -> ChildSupervisor:
-    """The supervisor of the node's worker child: ``ainode --config FILE worker`` with the
-    settings (and the broker the serve process started) in a private file."""
+def worker_supervisors(settings: Settings, broker_url: str) -> list[ChildSupervisor]:
+    """The supervisors of the node's two worker children, which share one private
+    settings file (with the broker the serve process started): the analysis worker
+    (``ainode --config FILE worker --queues gpu``, the models warm on its device) and the
+    delivery worker (``--queues io``, no model, several deliveries at once), so that an
+    archive that does not answer never holds up an analysis."""
     path = write_private_settings(
         settings, settings.data_dir / WORKER_SETTINGS, broker_url=broker_url
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith("AINODE_")}
     command = [sys.executable, "-m", "node.cli", "--config", str(path.resolve()), "worker"]
-    return ChildSupervisor("worker", command, env)
+    return [
+        ChildSupervisor("analysis worker", [*command, "--queues", GPU_QUEUE], env),
+        ChildSupervisor("delivery worker", [*command, "--queues", IO_QUEUE], env),
+    ]

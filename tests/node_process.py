@@ -111,7 +111,6 @@ def node_environment(data_dir: Path, **settings: str) -> tuple[dict[str, str], i
             "AINODE_DICOM_BIND": "127.0.0.1",
             "AINODE_HTTP_PORT": str(http_port),
             "AINODE_STABLE_SECONDS": "1",
-            "AINODE_SCHEDULER_INTERVAL": "0.5",
             "PYTHONUNBUFFERED": "1",
         }
     )

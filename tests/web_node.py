@@ -93,6 +93,7 @@ def _studies(s: Session) -> tuple[Series, Series]:
         state_reason="no model accepts modality SR",
         last_received_at=at(1),
         completed_at=at(2),
+        completed_by="quiet period (60 s without a new instance)",
     )
     b1 = Series(
         series_instance_uid="1.2.826.0.1.2.1",

@@ -186,7 +186,7 @@ def _classify_volume(
 ) -> np.ndarray:
     """One pass on the whole (C, D, H, W) volume: probabilities (1, classes)."""
     classes = len(package.manifest.outputs.classes)
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), autocast_for(device):
         logits = network(volume.unsqueeze(0).to(device)).float()
     if logits.shape != (1, classes):
         raise ModelUnavailable(
@@ -258,7 +258,7 @@ def sliding_window(
                 for corner in corners
             ]
             batch = torch.stack([volume[(slice(None), *w)] for w in windows])
-            with _autocast(device):
+            with autocast_for(device):
                 out = network(batch.to(device, non_blocking=True))
             out = out.float()
             if tuple(out.shape) != (len(windows), channels, *patch):
@@ -283,7 +283,7 @@ def _forward(network: nn.Module, batch: torch.Tensor, device: torch.device) -> t
     pad_cols = -cols % PADDED_MULTIPLE
     if pad_rows or pad_cols:
         batch = F.pad(batch, (0, pad_cols, 0, pad_rows), mode="replicate")
-    with _autocast(device):
+    with autocast_for(device):
         logits = network(batch)
     logits = logits.float()
     if logits.ndim == 4 and (pad_rows or pad_cols):
@@ -291,7 +291,9 @@ def _forward(network: nn.Module, batch: torch.Tensor, device: torch.device) -> t
     return logits
 
 
-def _autocast(device: torch.device) -> AbstractContextManager[object]:
+def autocast_for(device: torch.device) -> AbstractContextManager[object]:
+    """Mixed precision on a CUDA device (bfloat16 where supported, else float16); none
+    on the CPU. Jobs and the worker's warm-up run under the same one."""
     if device.type != "cuda":
         return nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

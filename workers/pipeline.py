@@ -37,6 +37,7 @@ from workers.encode.seg import encode_segmentation
 from workers.encode.sr import encode_report
 from workers.errors import AnalysisError
 from workers.infer import NetworkCache, infer
+from workers.load.cache import DecodedSeriesCache
 from workers.load.limits import DecodeLimits
 from workers.load.series import load_series
 from workers.postprocess import postprocess
@@ -88,10 +89,17 @@ def load(
     paths: Sequence[Path],
     additional_paths: Sequence[Sequence[Path]] = (),
     limits: DecodeLimits | None = None,
+    series: DecodedSeriesCache | None = None,
 ) -> Inputs:
     """The load step: the primary series' files and each further series' as volumes,
-    each refused before decoding when it would pass ``limits``."""
-    return Inputs(load_series(paths, limits), [load_series(p, limits) for p in additional_paths])
+    each refused before decoding when it would pass ``limits``. With ``series`` (the
+    worker's decoded series), a series decoded for an earlier job is not decoded again;
+    its volume is then shared, read-only."""
+    if series is None:
+        return Inputs(
+            load_series(paths, limits), [load_series(p, limits) for p in additional_paths]
+        )
+    return Inputs(series.load(paths, limits), [series.load(p, limits) for p in additional_paths])
 
 
 def register(inputs: Inputs, manifest: ModelManifest) -> Inputs:
@@ -213,6 +221,7 @@ def analyze(
     overlay: bool = False,
     supersedes: Sequence[Dataset] = (),
     limits: DecodeLimits | None = None,
+    series: DecodedSeriesCache | None = None,
 ) -> Analysis:
     """Run one model on one series' files and encode what it found.
 
@@ -220,11 +229,12 @@ def analyze(
     takes, in the order of the manifest's ``additional_inputs``. ``overlay`` adds the
     Secondary Capture series (for destinations without SEG support); ``supersedes``
     holds the headers of this model's earlier reports on the series. ``limits`` bounds
-    what decoding the series may take (``workers.load.limits``; default its defaults).
+    what decoding the series may take (``workers.load.limits``; default its defaults);
+    ``series`` keeps decoded series for the next job on them (``workers.load.cache``).
     """
     manifest = package.manifest
     with step("load"):
-        inputs = load(paths, additional_paths, limits)
+        inputs = load(paths, additional_paths, limits, series)
     if manifest.additional_inputs or inputs.additional:
         with step("register"):
             inputs = register(inputs, manifest)

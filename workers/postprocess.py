@@ -15,12 +15,11 @@ import torch
 
 from models.manifest import ModelTask, SegmentationType
 from models.package import ModelPackage
+from workers.postprocess_labels import CHUNK_SLICES, UNSURE, labels_of_margins, map_labels
+from workers.postprocess_stencil import source_stencil
 from workers.preprocessing import Prepared
 from workers.volume import ModelOutput
 
-# Slices mapped back at a time when the grid changes allow it: bounded memory on 512
-# matrices.
-CHUNK_SLICES = 16
 # The logit margin over background given to source voxels no prepared voxel covers,
 # when probabilities are kept: certain background (its probability is below 1e-40),
 # yet finite, so that interpolating next to it stays a number.
@@ -34,8 +33,10 @@ def postprocess(outputs: np.ndarray, prepared: Prepared, package: ModelPackage) 
     (interpolation is linear, so this is the margin of the mapped logits); the best
     positive margin's segment wins, which is an arg-max, but max() is several times
     faster than argmax() on CPU. Its channel c becomes the label value of the
-    manifest's c-th segment. Classification: a series' probability for a class is its
-    maximum over the slices.
+    manifest's c-th segment. The labels are decided on the prepared grid wherever
+    that gives the same label, and interpolated only elsewhere
+    (``workers.postprocess_labels``). Classification: a series' probability for a
+    class is its maximum over the slices.
 
     A manifest asking for a fractional SEG also gets ``segment_probabilities``: the
     softmax of the mapped logits, background included, without its background row, so
@@ -51,25 +52,30 @@ def postprocess(outputs: np.ndarray, prepared: Prepared, package: ModelPackage) 
             }
         )
     segments = manifest.outputs.segments
-    lookup = torch.tensor([0] + [s.label for s in segments], dtype=torch.uint8)
+    lookup = np.array([0] + [s.label for s in segments], dtype=np.uint8)
+    if manifest.outputs.segmentation_type is SegmentationType.FRACTIONAL:
+        return _fractional(outputs, prepared, torch.from_numpy(lookup))
+    # UNSURE marks the voxels left to interpolation, so it cannot be a channel too.
+    fast = len(lookup) <= UNSURE and len(outputs) == len(lookup)
+    stencil = source_stencil(prepared) if fast else None
+    return ModelOutput(labels=map_labels(outputs, prepared, lookup, stencil))
+
+
+def _fractional(outputs: np.ndarray, prepared: Prepared, lookup: torch.Tensor) -> ModelOutput:
+    """Labels and each segment's probability, from every margin mapped back."""
     labels = np.empty(prepared.source_shape, dtype=np.uint8)
-    # Only a fractional SEG needs them: four bytes per voxel and segment.
-    fractional = manifest.outputs.segmentation_type is SegmentationType.FRACTIONAL
-    probabilities = (
-        np.empty((len(segments), *prepared.source_shape), dtype=np.float32) if fractional else None
-    )
-    fill = _UNSEEN_MARGIN if fractional else 0.0
+    # Four bytes per voxel and segment.
+    probabilities = np.empty((len(outputs) - 1, *prepared.source_shape), dtype=np.float32)
     chunk = CHUNK_SLICES if prepared.slicewise else outputs.shape[1]
     with torch.inference_mode():
         for start in range(0, outputs.shape[1], chunk):
             logits = outputs[:, start : start + chunk]
-            margins = torch.from_numpy(prepared.to_source(logits[1:] - logits[:1], "linear", fill))
+            margins = torch.from_numpy(
+                prepared.to_source(logits[1:] - logits[:1], "linear", _UNSEEN_MARGIN)
+            )
             stop = start + margins.shape[1]
-            best = margins.max(dim=0)
-            channel = torch.where(best.values > 0, best.indices + 1, 0)
-            labels[start:stop] = lookup[channel].numpy()
-            if probabilities is not None:
-                probabilities[:, start:stop] = _segment_probabilities(margins).numpy()
+            labels[start:stop] = labels_of_margins(margins, lookup)
+            probabilities[:, start:stop] = _segment_probabilities(margins).numpy()
     return ModelOutput(labels=labels, segment_probabilities=probabilities)
 
 

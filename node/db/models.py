@@ -52,7 +52,7 @@ class SeriesState(enum.StrEnum):
     Written by :mod:`node.series_state` only; every other module reads it.
     """
 
-    RECEIVING = "receiving"  # instances still arriving (quiet period not yet over)
+    RECEIVING = "receiving"  # instances still arriving (not complete yet: node.completion)
     ROUTED = "routed"  # complete; one job created per accepting model
     NO_MODEL = "no_model"  # complete; no model accepts it (reason says why)
 
@@ -151,6 +151,18 @@ class Series(Base):
     state_reason: Mapped[str] = mapped_column(Text, default="")
     last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    completed_by: Mapped[str] = mapped_column(Text, default="")  # why it counted as complete
+    # Evidence of completeness (node.completion_evidence): kept by the index with each new
+    # instance, in the statement that touches the series anyway; released_at by
+    # node.completion_release when an association that stored into it is released.
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    min_instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    number_of_frames: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    images_in_acquisition: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    temporal_positions: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")  # latest sender
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     study: Mapped[Study] = relationship(back_populates="series")
     instances: Mapped[list[Instance]] = relationship(back_populates="series")
@@ -173,6 +185,9 @@ class Instance(Base):
     digest: Mapped[str] = mapped_column(String(64), default="")
     calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Where it lies in its series, for completion's evidence (node.completion_evidence).
+    slice_position: Mapped[float | None] = mapped_column(Float, nullable=True)  # mm, normal
+    temporal_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     series: Mapped[Series] = relationship(back_populates="instances")
 

@@ -45,6 +45,21 @@ def transaction(factory: SessionFactory) -> Iterator[Session]:
         yield session
 
 
+@contextmanager
+def locking_transaction(factory: SessionFactory) -> Iterator[Session]:
+    """:func:`transaction` for a read-then-write whose ``FOR UPDATE`` must hold.
+
+    PostgreSQL locks the rows read ``FOR UPDATE``; SQLite ignores that clause, so there
+    the transaction takes the database's write lock at its start (BEGIN IMMEDIATE):
+    two such transactions then run one after the other instead of both reading the
+    same rows and both acting on them.
+    """
+    with factory() as session, session.begin():
+        if session.get_bind().dialect.name == "sqlite":
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        yield session
+
+
 def database_answers(engine: Engine) -> bool:
     try:
         with engine.connect() as conn:

@@ -33,7 +33,7 @@ from node.db.models import (
     ResultObject,
     utcnow,
 )
-from node.db.session import SessionFactory, transaction
+from node.db.session import SessionFactory, locking_transaction, transaction
 from node.delivery.destinations import Destination
 from node.settings import Settings
 
@@ -141,7 +141,9 @@ class Outbox:
         """Take the job's rows that are due for an attempt; late commitments fail here."""
         now = utcnow()
         claimed: list[DueDelivery] = []
-        with transaction(self.sessions) as session:
+        # Delivery passes of one job may run at once (threads of the delivery worker):
+        # only one of them claims a row.
+        with locking_transaction(self.sessions) as session:
             rows = session.scalars(
                 select(Delivery)
                 .join(ResultObject)
@@ -179,7 +181,10 @@ class Outbox:
             for row in self._rows(session, ids):
                 row.stored_at = now
                 row.last_error = ""
-                session.add(DeliveryAttempt(delivery=row, number=row.attempts, outcome="stored"))
+                # The attempt's time is the row's stored_at: timelines order them.
+                session.add(
+                    DeliveryAttempt(delivery=row, number=row.attempts, outcome="stored", at=now)
+                )
                 if transaction_uid is None:
                     self._delivered(row, now)
                 else:
@@ -218,7 +223,9 @@ class Outbox:
                 uid = row.result.sop_instance_uid
                 if uid in committed:
                     session.add(
-                        DeliveryAttempt(delivery=row, number=row.attempts, outcome="committed")
+                        DeliveryAttempt(
+                            delivery=row, number=row.attempts, outcome="committed", at=now
+                        )
                     )
                     self._delivered(row, now)
                 elif uid in failed:

@@ -45,13 +45,17 @@ GIVEN_UP = "given_up"
 INTERRUPTED = "interrupted: the worker running this step was lost"
 
 
-def _older(moment: datetime | None, cutoff: datetime) -> bool:
-    """Whether ``moment`` (None: never) is before ``cutoff``; SQLite returns naive UTC."""
-    if moment is None:
-        return True
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=cutoff.tzinfo)
-    return moment < cutoff
+def _running(now: datetime, attempt: object) -> dict[str, object]:
+    """The columns of a job taken by a worker for attempt ``attempt`` (a number or the
+    SQL expression that makes it)."""
+    return {
+        "state": JobState.RUNNING,
+        "attempts": attempt,
+        "started_at": now,
+        "heartbeat_at": now,
+        "finished_at": None,
+        "error": "",
+    }
 
 
 @dataclass(frozen=True)
@@ -97,23 +101,27 @@ class JobLedger:
         ``lost_after``: its worker died, and the work is idempotent (unless that was the
         last loss allowed: the job fails instead). A message that the broker re-delivers
         while a live worker still runs the job is ignored.
+
+        Taking is one conditional UPDATE whose row count says who won, so of workers
+        racing for one job (a message delivered twice) exactly one starts it: on
+        PostgreSQL the loser's UPDATE waits for the winner's row lock and then no longer
+        matches; SQLite, which ignores ``FOR UPDATE``, runs one writer at a time.
         """
+        now = utcnow()
         with transaction(self.sessions) as session:
-            job = session.get(Job, job_id, with_for_update=True)
-            if job is None or job.state not in (JobState.QUEUED, JobState.RUNNING):
+            taken = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.QUEUED)
+                .values(_running(now, Job.attempts + 1))
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount == 1:
+                return session.scalars(select(Job.attempts).where(Job.id == job_id)).one()
+            job = self._claim_lost(session, job_id, now, lost_after)
+            if job is None or self._worker_lost(session, job):
                 return None
-            now = utcnow()
-            if job.state is JobState.RUNNING:
-                if not _older(job.heartbeat_at, now - lost_after):
-                    return None
-                if self._worker_lost(session, job):
-                    return None
-            job.state = JobState.RUNNING
-            job.attempts += 1
-            job.started_at = now
-            job.heartbeat_at = now
-            job.finished_at = None
-            job.error = ""
+            for name, value in _running(now, job.attempts + 1).items():
+                setattr(job, name, value)
             return job.attempts
 
     def beat(self, job_id: int) -> None:
@@ -132,16 +140,33 @@ class JobLedger:
         ``max_job_attempts``-th loss in a row: the job is then FAILED, not queued.
         """
         with transaction(self.sessions) as session:
-            job = session.get(Job, job_id, with_for_update=True)
-            if job is None or job.state is not JobState.RUNNING:
-                return False
-            if not _older(job.heartbeat_at, utcnow() - lost_after):
-                return False
-            if self._worker_lost(session, job):
+            job = self._claim_lost(session, job_id, utcnow(), lost_after)
+            if job is None or self._worker_lost(session, job):
                 return False
             job.state = JobState.QUEUED
             job.enqueued_at = None
             return True
+
+    @staticmethod
+    def _claim_lost(
+        session: Session, job_id: int, now: datetime, lost_after: timedelta
+    ) -> Job | None:
+        """The RUNNING job whose heartbeat is older than ``lost_after``, claimed for this
+        transaction by one conditional UPDATE (its heartbeat renewed: any other caller
+        then finds it alive); None when it is not such a job, or another caller won."""
+        claimed = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.state == JobState.RUNNING,
+                Job.heartbeat_at.is_(None) | (Job.heartbeat_at < now - lost_after),
+            )
+            .values(heartbeat_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:
+            return None
+        return session.get_one(Job, job_id, populate_existing=True)
 
     def _worker_lost(self, session: Session, job: Job) -> bool:
         """Record that ``job``'s current attempt lost its worker; whether the job is
@@ -321,15 +346,16 @@ def _lost_in_a_row_before(session: Session, job_id: int, attempt: int) -> int:
     """How many attempts just before ``attempt`` lost their worker, back to the last
     attempt that ended otherwise or to the last run given up (an operator's retry
     starts a new run)."""
-    marks = set(
-        session.execute(
+    marks = {
+        (earlier, name)
+        for earlier, name in session.execute(
             select(JobStep.attempt, JobStep.name).where(
                 JobStep.job_pk == job_id,
                 JobStep.attempt < attempt,
                 JobStep.name.in_([WORKER_LOST, GIVEN_UP]),
             )
-        ).tuples()
-    )
+        )
+    }
     count = 0
     for earlier in range(attempt - 1, 0, -1):
         if (earlier, GIVEN_UP) in marks or (earlier, WORKER_LOST) not in marks:

@@ -39,6 +39,7 @@ from node.web.routes import (
     signin,
     signin_oidc,
     studies,
+    timeline,
 )
 from node.web.routes.deps import HealthCheck, ReanalyseJob, RetryJob, WebContext, require
 
@@ -118,6 +119,7 @@ def create_app(
     app.include_router(apidocs.router)
     app.include_router(node_info.router, prefix="/api", dependencies=signed_in)
     app.include_router(studies.router, prefix="/api", dependencies=signed_in)
+    app.include_router(timeline.router, prefix="/api", dependencies=signed_in)
     app.include_router(jobs.router, prefix="/api", dependencies=signed_in)
     app.include_router(deliveries.router, prefix="/api", dependencies=signed_in)
     app.include_router(audit.router, prefix="/api", dependencies=[Depends(require(Role.ADMIN))])

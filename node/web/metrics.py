@@ -10,7 +10,11 @@ holding one :class:`NodeStateCollector` that counts rows when scraped:
 - ``ainode_results{kind, delivered}``: result objects, delivered ``"true"`` (to every
   destination that takes them, as their outbox rows say) or ``"false"``;
 - ``ainode_job_step_seconds{step, state}``: a summary (``_count``, ``_sum``) over finished
-  steps (``done`` or ``failed``) that recorded their seconds; mean = sum / count.
+  steps (``done`` or ``failed``) that recorded their seconds; mean = sum / count;
+- ``ainode_result_latency_seconds{model, destination}``: a histogram of the seconds from
+  a job's last instance received to its results stored at a destination, one
+  observation per job and destination once all its results are stored there
+  (``node.web.result_latency``; buckets 0.5 s to 600 s).
 
 A scraper reads it with ``Authorization: Bearer`` and ``AINODE_METRICS_TOKEN``; without
 that token (or when none is set) only an admin principal may.
@@ -25,7 +29,13 @@ from typing import TypeVar
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.core import (
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.utils import floatToGoString
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,6 +54,7 @@ from node.db.models import (
     SeriesState,
     StepState,
 )
+from node.web.result_latency import result_latencies
 from node.web.routes.deps import ContextDep, authenticate, bearer_token, require
 
 log = logging.getLogger(__name__)
@@ -51,6 +62,10 @@ log = logging.getLogger(__name__)
 K = TypeVar("K")
 
 router = APIRouter(tags=["metrics"])
+
+LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600)
+"""Upper bounds (s) of ``ainode_result_latency_seconds``: seconds on a GPU, a quiet
+period on a CPU, minutes when something waits."""
 
 
 def _counts(session: Session, query: Select[tuple[K, int]]) -> dict[K, int]:
@@ -91,6 +106,7 @@ class NodeStateCollector:
         yield _results(session)
         yield _deliveries(session)
         yield _step_seconds(session)
+        yield _result_latency(session)
 
 
 def _series(session: Session) -> Metric:
@@ -163,6 +179,25 @@ def _step_seconds(session: Session) -> Metric:
     )
     for name, step_state, count, total in rows:
         family.add_metric([name, step_state.value], count_value=count, sum_value=total or 0.0)
+    return family
+
+
+def _result_latency(session: Session) -> Metric:
+    family = HistogramMetricFamily(
+        "ainode_result_latency_seconds",
+        "Seconds from a job's last instance received to its results stored at a destination",
+        labels=["model", "destination"],
+    )
+    observed: dict[tuple[str, str], list[float]] = {}
+    for latency in result_latencies(session):
+        observed.setdefault((latency.model_name, latency.destination), []).append(latency.seconds)
+    for labels, values in sorted(observed.items()):
+        buckets = [
+            (floatToGoString(bound), sum(value <= bound for value in values))
+            for bound in LATENCY_BUCKETS
+        ]
+        buckets.append(("+Inf", len(values)))
+        family.add_metric(list(labels), buckets=buckets, sum_value=sum(values))
     return family
 
 

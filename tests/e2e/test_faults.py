@@ -33,10 +33,11 @@ from tests.orthanc import Orthanc, free_port, start_orthanc
 pytestmark = pytest.mark.e2e
 
 
-def worker_pids(node: NodeProcess) -> list[int]:
+def worker_pids(node: NodeProcess, queues: str = "gpu") -> list[int]:
+    """The node's worker children taking ``queues`` (by default: the analysis worker)."""
     assert node.process is not None
     children = psutil.Process(node.process.pid).children(recursive=True)
-    return [c.pid for c in children if "worker" in " ".join(c.cmdline())]
+    return [c.pid for c in children if " worker --queues " + queues in " ".join(c.cmdline())]
 
 
 def test_worker_killed_mid_job_loses_nothing(tmp_path: Path, orthanc: Orthanc) -> None:

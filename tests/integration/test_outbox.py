@@ -3,8 +3,10 @@ destination, backoff, dead-letter, storage commitment reports, and the operator'
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -235,3 +237,21 @@ def test_enqueued_at_is_when_a_delayed_message_is_due(
     assert JobLedger(sessions).stale(utcnow() + timedelta(seconds=130), timedelta(seconds=5)) == [
         (job_id, JobState.DELIVERING)
     ]
+
+
+def test_delivery_passes_racing_for_one_job_claim_each_row_once(
+    sessions: SessionFactory, settings: Settings
+) -> None:
+    """The delivery worker runs passes in threads: racing passes of one job (a duplicated
+    message) never both take a row, on SQLite too, where FOR UPDATE is ignored."""
+    outbox = Outbox(sessions, settings)
+    job_id = analyzed_job(sessions, settings)
+    start = threading.Barrier(8)
+
+    def claim(_: int) -> list[int]:
+        start.wait()
+        return [due.id for due in outbox.claim_due(job_id)]
+
+    with ThreadPoolExecutor(8) as pool:
+        claims = [row for rows in pool.map(claim, range(8)) for row in rows]
+    assert len(claims) == len(set(claims)) == 4  # every due row, each by one pass

@@ -1,5 +1,6 @@
 """The receiving process stays free of torch: ``ainode serve`` maps no torch, SimpleITK or
-scipy library; only its worker child, which runs the networks, loads torch.
+scipy library, nor does its delivery worker child; only its analysis worker child, which
+runs the networks, loads torch.
 
 Read from the running processes' memory maps (``/proc/<pid>/maps``), so an import
 anywhere on the serve path (routing, discovery, the web app) shows up however it came.
@@ -7,9 +8,12 @@ anywhere on the serve path (routing, discovery, the web app) shows up however it
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
-from tests.node_process import start_node, wait_for
+from node.jobs.contracts import GPU_QUEUE, IO_QUEUE
+from tests.node_process import NodeProcess, start_node, wait_for
 
 # What each library's shared objects have in their mapped paths.
 HEAVY = {
@@ -45,28 +49,51 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def worker_child(pid: int) -> int | None:
-    """The ``ainode worker`` child of the serve process, once started."""
+def worker_child(pid: int, queue: str = GPU_QUEUE) -> int | None:
+    """The serve process's ``ainode worker`` child taking ``queue``, once started."""
     for child in children(pid):
         command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        if b"node.cli" in command and b"worker" in command:
+        if b"node.cli" not in command or b"--queues" not in command:
+            continue
+        if command[command.index(b"--queues") + 1] == queue.encode():
             return child
     return None
 
 
-def test_serve_maps_no_torch_simpleitk_or_scipy_and_its_worker_maps_torch(tmp_path):
+def consuming(node: NodeProcess, pid: int) -> bool:
+    """The worker ``pid`` has started and consumes its queues (Celery says it is ready)."""
+    return any(
+        f"ainode-{pid}@" in line and " ready." in line for line in node.log(200_000).splitlines()
+    )
+
+
+def test_serve_maps_no_torch_simpleitk_or_scipy_nor_does_its_delivery_worker(tmp_path):
     node = start_node(tmp_path / "node")
     try:
         assert node.process is not None
         serve_pid = node.process.pid
-        worker = wait_for(lambda: worker_child(serve_pid), 60, what="the worker child")
-        # The worker imports torch as it starts; wait until it has, so both processes
-        # are seen past their imports.
-        wait_for(lambda: libraries_of(worker)["torch"], 180, what="torch in the worker")
+        worker = wait_for(lambda: worker_child(serve_pid), 60, what="the analysis worker")
+        delivery = wait_for(
+            lambda: worker_child(serve_pid, IO_QUEUE), 60, what="the delivery worker"
+        )
+        # Each worker imports what it needs as it starts; wait until both consume their
+        # queue, so every process is seen past its imports (and the models warm).
+        wait_for(lambda: consuming(node, worker), 180, what="the analysis worker ready")
+        wait_for(lambda: consuming(node, delivery), 180, what="the delivery worker ready")
         node.get("/healthz")
 
         loaded = {name: files for name, files in libraries_of(serve_pid).items() if files}
         assert loaded == {}, f"ainode serve (pid {serve_pid}) maps {loaded}"
         assert any("libtorch" in f for f in libraries_of(worker)["torch"])
+        in_delivery = {name: files for name, files in libraries_of(delivery).items() if files}
+        assert in_delivery == {}, f"the delivery worker (pid {delivery}) maps {in_delivery}"
+
+        # Each worker is supervised: killed, it is started again.
+        os.kill(delivery, signal.SIGKILL)
+        wait_for(
+            lambda: worker_child(serve_pid, IO_QUEUE) not in (None, delivery), 60,
+            what="a new delivery worker",
+        )  # fmt: skip
+        assert worker_child(serve_pid) == worker
     finally:
         node.stop()

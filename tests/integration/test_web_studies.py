@@ -34,6 +34,7 @@ def test_studies_newest_first_with_series_and_jobs(node: Node) -> None:
         "state_reason": "no model accepts modality SR",
         "last_received_at": dose["last_received_at"],
         "completed_at": dose["completed_at"],
+        "completed_by": "quiet period (60 s without a new instance)",
         "jobs": [],
     }
     assert parse_time(dose["completed_at"]) == at(2)

@@ -9,6 +9,7 @@ UTC, so they are marked as UTC here.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -74,6 +75,16 @@ class PatientOut(RowOut):
     issuer: str
     name: str = Field(validation_alias="patient_name")
 
+    def masked(self) -> PatientOut:
+        """Name and ID replaced by ``MASKED`` (an empty one stays empty)."""
+        return self.model_copy(update={"name": hidden(self.name),
+                                       "patient_id": hidden(self.patient_id)})  # fmt: skip
+
+
+def hidden(value: str) -> str:
+    """``MASKED`` for a patient identifier a role may not see; empty stays empty."""
+    return MASKED if value else ""
+
 
 class SeriesJobOut(RowOut):
     """A job as listed under its series."""
@@ -100,6 +111,7 @@ class SeriesOut(RowOut):
     state_reason: str
     last_received_at: UtcDatetime
     completed_at: UtcDatetime | None
+    completed_by: str  # why it counted as complete: the evidence, a rule or the quiet period
     jobs: list[SeriesJobOut]  # by id (the relationship's order)
 
     @model_validator(mode="after")
@@ -128,17 +140,11 @@ class StudyOut(RowOut):
     def masked(self) -> StudyOut:
         """This study with patient name, patient ID, accession number and the conflicts
         (which quote them) replaced by ``MASKED``, for roles that may not see them."""
-        patient = self.patient.model_copy(
-            update={
-                "name": MASKED if self.patient.name else "",
-                "patient_id": MASKED if self.patient.patient_id else "",
-            }
-        )
         return self.model_copy(
             update={
-                "patient": patient,
-                "accession_number": MASKED if self.accession_number else "",
-                "patient_conflicts": MASKED if self.patient_conflicts else "",
+                "patient": self.patient.masked(),
+                "accession_number": hidden(self.accession_number),
+                "patient_conflicts": hidden(self.patient_conflicts),
                 "identifiers_hidden": True,
             }
         )
@@ -261,3 +267,79 @@ class RetryOut(RowOut):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+# ---- a study's timeline (node.web.routes.timeline) ----------------------------------
+
+
+class TimelineKind(enum.StrEnum):
+    """What happened, in the order of the flow (ties in time read in this order)."""
+
+    RECEIVED_FIRST = "received_first"  # the series' first instance received
+    RECEIVED_LAST = "received_last"  # its last instance received
+    COMPLETE = "complete"  # the series counted as complete
+    QUEUED = "queued"  # a job made for it
+    STEP = "step"  # a pipeline step of an attempt began (``seconds``: how long it took)
+    STORED = "stored"  # a try to send a result: the destination stored it
+    FAILED = "failed"  # a try to send a result failed (``detail``: why)
+    COMMITTED = "committed"  # the archive's storage commitment for a result
+    DELIVERED = "delivered"  # a result delivered to a destination
+    ACTION = "action"  # an operator's retry or an admin's re-analysis
+    FINISHED = "finished"  # the job ended (``state``: succeeded or failed)
+
+
+class TimelineEventOut(BaseModel):
+    """One event; ``offset_seconds`` from the study's first instance received."""
+
+    kind: TimelineKind
+    at: UtcDatetime
+    offset_seconds: float
+    name: str = ""  # the step's name, the destination's, or the action's
+    state: str = ""  # the step's state, the try's outcome, the series' or job's state
+    seconds: float | None = None  # a step's duration (None while it runs)
+    attempt: int | None = None  # the job's attempt (steps) or the delivery's try
+    result_kind: ResultKind | None = None  # the result a delivery event is about
+    detail: str = ""
+
+
+class JobTimelineOut(BaseModel):
+    id: int
+    model_name: str
+    model_version: str
+    state: JobState
+    # Per destination whose results are all stored: seconds from the last instance
+    # received to the last of them stored (ainode_result_latency_seconds observes these).
+    latency_seconds: dict[str, float]
+    events: list[TimelineEventOut]
+
+
+class SeriesTimelineOut(BaseModel):
+    series_instance_uid: str
+    series_number: int | None
+    modality: str
+    description: str
+    state: SeriesState
+    instances: int
+    events: list[TimelineEventOut]  # received, complete
+    jobs: list[JobTimelineOut]  # by id
+
+
+class StudyTimelineOut(BaseModel):
+    study_instance_uid: str
+    study_date: str
+    accession_number: str
+    description: str
+    patient: PatientOut
+    started_at: UtcDatetime  # the study's first instance received: offsets count from it
+    series: list[SeriesTimelineOut]  # as /api/studies lists them
+    identifiers_hidden: bool = False  # as StudyOut's
+
+    def masked(self) -> StudyTimelineOut:
+        """Patient name, patient ID and accession number read ``MASKED``."""
+        return self.model_copy(
+            update={
+                "patient": self.patient.masked(),
+                "accession_number": hidden(self.accession_number),
+                "identifiers_hidden": True,
+            }
+        )
