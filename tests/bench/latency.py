@@ -6,10 +6,11 @@ it prints which settings it set and the defaults that bear on latency. Then:
 
 1. a warm-up study (40 slices): the first job after start also loads the models;
 2. a 40-slice and a 300-slice 512x512 chest CT phantom, each sent by DCMTK's storescu
-   in one association. From the last acknowledged instance (the last C-STORE response
-   in ``storescu -v``'s output) to the moment the SEG and every SR appear in Orthanc
-   (its REST API polled every 0.1 s), with the stages from the node's
-   ``/api/studies/{uid}/timeline``;
+   in one association, and 40 slices of a 41-slice series (its middle one withheld, so
+   nothing shows it complete: the quiet period decides). From the last acknowledged
+   instance (the last C-STORE response in ``storescu -v``'s output) to the moment the
+   SEG and every SR appear in Orthanc (its REST API polled every 0.1 s), with the
+   stages from the node's ``/api/studies/{uid}/timeline``;
 3. N studies (default 20) of 40 slices sent back to back: studies per hour (first
    instance sent to the last result in the archive) and the fraction of that time the
    analysis worker was busy (the union of each job's latest attempt, from its start to
@@ -66,7 +67,10 @@ class Sent:
     appeared: dict[str, tuple[str, float]] = field(default_factory=dict)  # uid: (what, when)
 
 
-def make_study(root: Path, name: str, seed: int, slices: int, spacing: float) -> Study:
+def make_study(root: Path, name: str, seed: int, slices: int, spacing: float,
+               gap: bool = False) -> Study:  # fmt: skip
+    """A chest CT phantom; with ``gap``, its middle slice is never sent, so nothing shows
+    the series complete and the node must wait for the quiet period."""
     phantom = make_phantom(
         np.random.default_rng(seed), (slices, 512, 512), (spacing, 0.7, 0.7), lesions=2
     )
@@ -74,6 +78,8 @@ def make_study(root: Path, name: str, seed: int, slices: int, spacing: float) ->
         phantom.hu, phantom.spacing, patient_id=f"LATENCY{seed}", series_description=name
     )
     files = write_series(datasets, root / f"study-{seed}")
+    if gap:
+        del files[len(files) // 2]
     return Study(name, files, str(datasets[0].StudyInstanceUID))
 
 
@@ -260,6 +266,7 @@ def bench(root: Path, batch: int) -> None:
     began = time.monotonic()
     warm = make_study(root, "warm-up (40 slices)", 4000, 40, 5.0)
     small = make_study(root, "40 slices", 4001, 40, 5.0)
+    gapped = make_study(root, "40 slices, one withheld (no evidence)", 4003, 41, 5.0, gap=True)
     large = make_study(root, "300 slices", 4002, 300, 1.0)
     print(f"phantoms written in {time.monotonic() - began:.0f} s")
 
@@ -286,7 +293,7 @@ def bench(root: Path, batch: int) -> None:
     node = NodeProcess(root / "node", dicom_port, http_port, env)
     try:
         node.start()
-        for study in (warm, small, large):
+        for study in (warm, small, gapped, large):
             one = send(study, dicom_port)
             wait_results(archive, [one])
             report_study(one, node, stable, gpu)
