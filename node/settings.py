@@ -21,6 +21,7 @@ from node.audit.syslog import SyslogAddress
 from node.auth.hosts import normalize_host
 from node.auth.oidc_settings import OidcSettings  # the AINODE_OIDC_* fields
 from node.auth.roles import parse_role
+from node.auth.signin_settings import SigninSettings  # AINODE_SIGNIN_* (throttling)
 from node.completion_settings import CompletionSettings  # AINODE_COMPLETION_* (rules, grace)
 from node.credentials import values_from_files, with_password
 from node.delivery.destinations import (
@@ -33,7 +34,7 @@ from node.delivery.destinations import (
 from node.jobs.worker_settings import WorkerSettings  # AINODE_DECODE_CACHE_BYTES, ...
 
 
-class Settings(BaseSettings, OidcSettings, CompletionSettings, WorkerSettings):
+class Settings(BaseSettings, OidcSettings, CompletionSettings, WorkerSettings, SigninSettings):
     """Every knob the node has. Environment names are ``AINODE_`` + the field name."""
 
     model_config = SettingsConfigDict(env_prefix="AINODE_", extra="ignore")

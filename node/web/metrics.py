@@ -227,5 +227,5 @@ def read_metrics(context: ContextDep, request: Request) -> Response:
                 detail="send AINODE_METRICS_TOKEN or an admin's API token as a bearer token",
                 headers={"WWW-Authenticate": "Bearer"},
             ) from exc
-        require(Role.ADMIN)(principal)
+        require(Role.ADMIN)(principal, request)
     return Response(generate_latest(context.metrics_registry), media_type=CONTENT_TYPE_LATEST)

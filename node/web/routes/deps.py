@@ -13,7 +13,7 @@ small a role 403. A state-changing request on a session must also pass the CSRF 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -22,10 +22,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node.auth import csrf
 from node.auth.accounts import AccountStore
-from node.auth.actions import RecordAction
+from node.auth.actions import ActionRecord, RecordAction
 from node.auth.principal import LOCAL, Principal
 from node.auth.roles import IdentifierPolicy, Role
 from node.auth.sessions import COOKIE, SessionSigner, SignedIn
+from node.auth.throttle import SigninThrottle
 from node.auth.tokens import TokenStore
 from node.settings import Settings
 
@@ -56,6 +57,14 @@ class WebContext:
     tokens: TokenStore
     signer: SessionSigner
     identifiers: IdentifierPolicy
+    # Failed local sign-ins of this web process, counted from the settings.
+    signin_throttle: SigninThrottle = field(init=False)
+
+    def __post_init__(self) -> None:
+        throttle = SigninThrottle(
+            self.settings.signin_max_failures, self.settings.signin_window_seconds
+        )
+        object.__setattr__(self, "signin_throttle", throttle)  # frozen: set once, here
 
 
 def get_context(request: Request) -> WebContext:
@@ -162,13 +171,28 @@ def authenticate(request: Request, context: ContextDep) -> Principal | None:
 OptionalPrincipalDep = Annotated[Principal | None, Depends(authenticate)]
 
 
-def require(role: Role) -> Callable[[Principal | None], Principal]:
-    """A dependency: the principal when its role includes ``role``; else 401 or 403."""
+def require(role: Role) -> Callable[[Principal | None, Request], Principal]:
+    """A dependency: the principal when its role includes ``role``; else 401, or 403
+    (recorded as a ``refused`` action with the path and the role it needs)."""
 
-    def dependency(principal: OptionalPrincipalDep) -> Principal:
+    def dependency(principal: OptionalPrincipalDep, request: Request) -> Principal:
         if principal is None:
             raise _unauthorized("sign in, or send an API token (Authorization: Bearer)")
         if not principal.may(role):
+            # Recorded: someone probing what their role may not do shows in the audit trail.
+            get_context(request).record_action(
+                ActionRecord(
+                    action="refused",
+                    actor=principal.name,
+                    actor_role=principal.role.value,
+                    succeeded=False,
+                    target=request.url.path,
+                    reason=f"role {principal.role.value} may not {request.method} "
+                    f"{request.url.path}; it needs {role.value}",
+                    peer=client_address(request),
+                    provider=principal.provider,
+                )
+            )
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
                 detail=f"your role ({principal.role.value}) may not do this; it needs {role.value}",

@@ -3,6 +3,8 @@
 ``GET /signin`` shows the form; ``POST /signin`` checks name and password against the
 local accounts and starts a session (:func:`start_session`, which any other sign-in,
 such as an OpenID Connect callback, calls the same way); ``POST /signout`` ends it.
+Repeated failed sign-ins for one name or from one address are refused for a while
+(429, :mod:`node.auth.throttle`) without a password check.
 The form carries a double-submit CSRF token (cookie and field agree) and is refused
 from other sites, so no page elsewhere can sign a browser in as someone else.
 """
@@ -67,6 +69,14 @@ def safe_next(target: str | None) -> str:
     ):
         return "/"
     return target
+
+
+TOO_MANY = "too many failed sign-ins"  # the reason a throttled sign-in is recorded with
+
+
+def _throttled(wait: int) -> str:
+    minutes = max(1, -(-wait // 60))
+    return f"Too many failed sign-ins; try again in {minutes} minute{'s' if minutes > 1 else ''}."
 
 
 def _is_https(request: Request) -> bool:
@@ -157,6 +167,12 @@ def signin(
         request.cookies.get(csrf.SIGNIN_COOKIE, ""), csrf_token
     ):
         refused = "the sign-in form expired; please try again"
+    peer = client_address(request)
+    throttle = context.signin_throttle
+    # A throttled name or address gets no password check at all: nothing to time.
+    wait = None if refused else throttle.retry_after(name, peer)
+    if wait is not None:
+        refused = TOO_MANY
     account = None if refused else context.accounts.authenticate(name, password)
     context.record_action(
         ActionRecord(
@@ -165,14 +181,20 @@ def signin(
             actor_role=account.role.value if account else "",
             succeeded=account is not None,
             reason=refused or ("" if account else "wrong name or password"),
-            peer=client_address(request),
+            peer=peer,
             provider=LOCAL,
         )
     )
+    if wait is not None:
+        response = _page(request, target, message=_throttled(wait), name=name, code=429)
+        response.headers["Retry-After"] = str(wait)
+        return response
     if refused:
         return _page(request, target, message=refused, name=name, code=403)
     if account is None:
+        throttle.failed(name, peer)
         return _page(request, target, message="Wrong name or password.", name=name, code=401)
+    throttle.succeeded(name)
     response = RedirectResponse(target, status.HTTP_303_SEE_OTHER, headers=_NO_STORE)
     start_session(
         response,
