@@ -88,11 +88,6 @@ class StoreVerdict:
     status: int | Dataset
     header: InstanceHeader | None = None
 
-    @property
-    def succeeded(self) -> bool:
-        status = self.status
-        return int(status.Status if isinstance(status, Dataset) else status) == 0
-
 
 def handle_store(store: StorePath, request: StoreRequest) -> StoreVerdict:
     """Keep one received instance, or refuse it with a named status; the incoming file
@@ -126,8 +121,9 @@ def _store(store: StorePath, request: StoreRequest) -> StoreVerdict:
     except InvalidUID as exc:
         log.warning("refused an instance from %s: %s", calling, exc)
         return StoreVerdict(failure(StoreStatus.CANNOT_UNDERSTAND, str(exc)))
-    # pydicom raises many kinds on a broken header (InvalidDicomError, ValueError, EOFError,
-    # KeyError...; NotImplementedError for an unknown VR): each is the sender's data.
+    # pydicom raises many kinds of error on a broken header (InvalidDicomError, ValueError,
+    # EOFError, KeyError, and for an unknown VR the error meant for unwritten code): every
+    # one of them means the sender's data cannot be read, and gets this status.
     except Exception as exc:  # noqa: BLE001
         log.warning("refused unreadable data from %s: %s", calling, exc)
         return StoreVerdict(failure(StoreStatus.CANNOT_UNDERSTAND, f"unreadable data set: {exc}"))
