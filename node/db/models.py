@@ -39,6 +39,10 @@ from node.db.access import Account as Account
 from node.db.access import ApiToken as ApiToken
 from node.db.auditing import AuditEvent as AuditEvent
 from node.db.declarative import Base, utcnow
+from node.db.findings import CriticalFinding as CriticalFinding
+from node.db.worklist import UpsEvent as UpsEvent
+from node.db.worklist import UpsPriority, Workitem
+from node.db.worklist import UpsSubscription as UpsSubscription
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -80,6 +84,7 @@ class ResultKind(enum.StrEnum):
     SEG = "SEG"  # Segmentation (binary or fractional)
     SR = "SR"  # Comprehensive 3D SR, TID 1500 measurement report
     SC = "SC"  # Secondary Capture overlay, for viewers without SEG support
+    KO = "KO"  # Key Object Selection: the images that show a critical finding
 
 
 class StepState(enum.StrEnum):
@@ -200,6 +205,7 @@ class Job(Base):
         # the ledger's stale-job sweep by state; routing's "has this model a job" check
         Index("ix_job_state", "state"),
         Index("ix_job_series_model", "series_pk", "model_name", "model_version"),
+        Index("ix_job_workitem_pk", "workitem_pk"),  # a workitem's jobs
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -218,8 +224,14 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     findings: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # Taken before lower priorities (the workitem's, a routing rule's, the study's).
+    priority: Mapped[UpsPriority] = mapped_column(
+        Enum(UpsPriority, native_enum=False, length=8), default=UpsPriority.MEDIUM
+    )
+    workitem_pk: Mapped[int | None] = mapped_column(ForeignKey("workitem.id"), nullable=True)
 
     series: Mapped[Series] = relationship(back_populates="jobs")
+    workitem: Mapped[Workitem | None] = relationship()
     inputs: Mapped[list[JobInput]] = relationship(back_populates="job", order_by="JobInput.id")
     steps: Mapped[list[JobStep]] = relationship(back_populates="job", order_by="JobStep.id")
     results: Mapped[list[ResultObject]] = relationship(
