@@ -155,8 +155,40 @@ class NetworkSpec(BaseModel):
         }
 
 
+class Urgency(StrEnum):
+    """How soon a critical finding must be read: the UPS priorities (Scheduled Procedure
+    Step Priority, 0074,1200), named again here because ``models`` imports no ``node``
+    (``node.db.worklist.UpsPriority`` holds the same four values)."""
+
+    STAT = "STAT"
+    HIGH = "HIGH"
+    MEDIUM = "MEDIUM"
+    LOW = "LOW"
+
+
+class ClassCritical(BaseModel):
+    """A class's critical rule: it fires when the series' probability is at or above
+    ``threshold``, and the finding is then read with ``urgency``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold: float = Field(gt=0, le=1)
+    urgency: Urgency
+
+
+class SegmentCritical(BaseModel):
+    """A segment's critical rule: it fires when the segment's volume is at or above
+    ``min_volume_ml``, and the finding is then read with ``urgency``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_volume_ml: float = Field(gt=0)
+    urgency: Urgency
+
+
 class SegmentSpec(BaseModel):
-    """A label value of the network's output and how its segment is coded."""
+    """A label value of the network's output and how its segment is coded; optionally
+    the volume above which it is a critical finding."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -164,16 +196,30 @@ class SegmentSpec(BaseModel):
     name: str
     category: CodedConcept
     type: CodedConcept
+    critical: SegmentCritical | None = None
 
 
 class ClassSpec(BaseModel):
-    """A class the network scores, and the finding it stands for when present."""
+    """A class the network scores, and the finding it stands for when present;
+    optionally the probability above which it is a critical finding."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     finding: CodedConcept
     threshold: float = Field(default=0.5, ge=0, le=1)
+    critical: ClassCritical | None = None
+
+    @model_validator(mode="after")
+    def _critical_above_presence(self) -> ClassSpec:
+        # A critical threshold below the presence threshold would flag as critical a
+        # finding the report calls absent.
+        if self.critical is not None and self.critical.threshold < self.threshold:
+            raise ValueError(
+                f"class {self.name!r}: critical threshold {self.critical.threshold} is below "
+                f"its presence threshold {self.threshold}"
+            )
+        return self
 
 
 class SegmentationType(StrEnum):

@@ -21,15 +21,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from models.registry import ModelRegistry
 from node import series_state
 from node.completion import SeriesCompletion
 from node.db.models import JobState, utcnow
 from node.db.session import SessionFactory, transaction
+from node.db.worklist import UpsPriority
 from node.jobs.ledger import JobLedger
 from node.jobs.queue import JobQueue
+from node.priority import JobPriorities
 from node.routing import route_series
 from node.settings import Settings
 
@@ -56,17 +58,19 @@ class Scheduler:
         self.completion = SeriesCompletion(
             settings.stable_seconds, settings.completion_grace_seconds, settings.completion_rules
         )
+        self.priorities = JobPriorities(settings.priority_rules)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_reconcile = 0.0
 
-    def route_complete_series(self) -> list[int]:
-        """One completion pass; returns the ids of the jobs it queued."""
-        queued: list[int] = []
+    def route_complete_series(self, now: datetime | None = None) -> list[int]:
+        """One completion pass, judging the series as of ``now`` (default: now); returns
+        the ids of the jobs it queued."""
+        queued: list[tuple[int, UpsPriority]] = []
         with transaction(self.sessions) as session:
-            for series in self.completion.complete_series(session, utcnow()):
-                verdict = route_series(session, series, self.registry)
+            for series in self.completion.complete_series(session, now or utcnow()):
+                verdict = route_series(session, series, self.registry, self.priorities)
                 series_state.record_routing(series, verdict)
                 session.flush()
                 job_ids = [job.id for job in verdict.jobs]
@@ -75,10 +79,11 @@ class Scheduler:
                     log.info("series %s complete, %s -> jobs %s", uid, why, job_ids)
                 else:
                     log.info("series %s complete, %s: %s", uid, why, verdict.reason)
-                queued.extend(job_ids)
-        for job_id in queued:
-            self.queue.send_analysis(job_id)
-        return queued
+                queued.extend((job.id, job.priority) for job in verdict.jobs)
+        # The most urgent first, so that a worker waiting now takes it.
+        for job_id, priority in sorted(queued, key=lambda queued: queued[1].rank):
+            self.queue.send_analysis(job_id, priority)
+        return [job_id for job_id, _ in queued]
 
     def reconcile(self, older_than: timedelta | None = None) -> list[int]:
         """Re-send jobs the broker may have lost; returns their ids."""
@@ -110,20 +115,24 @@ class Scheduler:
 
     def run_once(self) -> float:
         """One pass; returns how long the loop may sleep before the next, unless woken."""
-        self.route_complete_series()
+        judged_at = utcnow()
+        self.route_complete_series(judged_at)
         if time.monotonic() - self._last_reconcile >= self._reconcile_period:
             self._last_reconcile = time.monotonic()
             self.reconcile()
-        return self.seconds_to_next_pass()
+        return self.seconds_to_next_pass(judged_at)
 
-    def seconds_to_next_pass(self) -> float:
+    def seconds_to_next_pass(self, judged_at: datetime | None = None) -> float:
         """Until the earliest series deadline or the reconciler's turn, at most the quiet
-        period (module docstring)."""
+        period (module docstring). ``judged_at``: when the last pass judged the series."""
         reconcile = self._last_reconcile + self._reconcile_period - time.monotonic()
         sleep = min(reconcile, max(self.settings.stable_seconds, SHORTEST_SLEEP))
         now = utcnow()
         with self.sessions() as session:
-            deadline = self.completion.next_deadline(session, now)
+            # Deadlines as of the pass, not of now: a series whose grace ended while the
+            # pass worked was judged too early, and is due at once rather than after the
+            # quiet period.
+            deadline = self.completion.next_deadline(session, judged_at or now)
         if deadline is not None:
             sleep = min(sleep, (deadline - now).total_seconds() + 0.01)  # due when it wakes
         return max(sleep, SHORTEST_SLEEP)

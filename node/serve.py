@@ -34,6 +34,8 @@ from node.jobs.celery_app import make_celery
 from node.jobs.ledger import JobLedger
 from node.jobs.queue import JobQueue
 from node.jobs.retry import JobReanalysis, JobRetry
+from node.performer.performer import Performer
+from node.requests.request_runner import request_runner
 from node.retention import Retention
 from node.scheduler import Scheduler
 from node.scp import StorageSCP, log_association
@@ -41,6 +43,7 @@ from node.settings import Settings
 from node.storage import has_room
 from node.store import sweep_at_start
 from node.supervisor import worker_supervisors
+from node.ups.service import UpsService
 from node.web.app import create_app
 
 log = logging.getLogger(__name__)
@@ -103,15 +106,23 @@ def serve(settings: Settings) -> None:
         ),
     )
 
+    ups = UpsService(settings, sessions)  # the workitem book over DIMSE, its events
+    # A RIS's requested workitems: the study retrieved, analysed, the workitem completed.
+    requests = request_runner(settings, sessions, ups.book, scp, registry, queue)
+    # Pull mode: other providers' workitems claimed, performed as requested ones, reported.
+    performer = Performer(settings, settings.ae_title, sessions, ups.book)
+
     def health() -> dict[str, bool]:
         return {
             "scp": scp.listening,
+            "ups": ups.listening,  # the UPS SCP's listeners and its event dispatcher
             # Under AINODE_MIN_FREE_BYTES the SCP refuses C-STORE (A700) and this says why.
             "disk": has_room(settings.data_dir, settings.min_free_bytes),
             "database": database_answers(engine),
             "broker": broker_answers(broker_url),
             "scheduler": scheduler.alive,
             "worker": all(worker.alive for worker in workers),  # analysis and delivery
+            **({"requests": requests.alive} if requests is not None else {}),
         }
 
     app = create_app(
@@ -121,6 +132,7 @@ def serve(settings: Settings) -> None:
         retry_job=JobRetry(ledger, outbox, queue),
         reanalyse_job=JobReanalysis(ledger, queue),
         record_action=action_recorder(trail),
+        workitem_book=ups.book,  # UPS-RS and UPS DIMSE share one book, one event wake
     )
     server = uvicorn.Server(
         uvicorn.Config(
@@ -141,11 +153,19 @@ def serve(settings: Settings) -> None:
         retention.start()  # its first sweep finishes what a crash left half deleted
         sweep_at_start(settings, sessions)  # what a crash left, before the SCP listens
         scp.start()
+        ups.start()
+        if requests is not None:  # after the SCP: a C-MOVE's instances arrive there
+            requests.start()
+        performer.start()  # only with AINODE_UPS_PULL_PROVIDERS
         trail.application_started("ainode serve")
         started = True
         log.info("web on http://%s:%s", settings.http_bind, settings.http_port)
         server.run()
     finally:
+        performer.stop()
+        if requests is not None:
+            requests.stop()
+        ups.stop()
         scp.stop()
         retention.stop()
         scheduler.stop()

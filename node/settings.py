@@ -31,10 +31,26 @@ from node.delivery.destinations import (
     DicomAddress,
     DicomDestination,
 )
+from node.jobs.queue_settings import QueueSettings  # AINODE_RECONCILE_SECONDS, ...
 from node.jobs.worker_settings import WorkerSettings  # AINODE_DECODE_CACHE_BYTES, ...
+from node.performer.pull_settings import PerformerSettings  # AINODE_UPS_PULL_*
+from node.priority_settings import PrioritySettings  # AINODE_PRIORITY_RULES
+from node.retrieve.retrieve_settings import RetrieveSettings  # AINODE_RETRIEVE_*, AINODE_REQUESTS_*
+from node.ups.ups_settings import UpsSettings  # AINODE_UPS_PORT, AINODE_UPS_EVENT_RECEIVERS, ...
 
 
-class Settings(BaseSettings, OidcSettings, CompletionSettings, WorkerSettings, SigninSettings):
+class Settings(
+    BaseSettings,
+    OidcSettings,
+    CompletionSettings,
+    WorkerSettings,
+    SigninSettings,
+    QueueSettings,  # AINODE_RECONCILE_SECONDS, ... (node.jobs.queue_settings)
+    PrioritySettings,  # AINODE_PRIORITY_RULES (node.priority_settings)
+    RetrieveSettings,  # AINODE_RETRIEVE_*, AINODE_REQUESTS_* (node.retrieve.retrieve_settings)
+    PerformerSettings,  # AINODE_UPS_PULL_* (node.performer.pull_settings)
+    UpsSettings,  # AINODE_UPS_PORT, AINODE_UPS_EVENT_RECEIVERS, ... (node.ups.ups_settings)
+):
     """Every knob the node has. Environment names are ``AINODE_`` + the field name."""
 
     model_config = SettingsConfigDict(env_prefix="AINODE_", extra="ignore")
@@ -162,23 +178,6 @@ class Settings(BaseSettings, OidcSettings, CompletionSettings, WorkerSettings, S
     )
     models_dir: Path | None = Field(
         default=None, description="extra model packages, scanned beside the shipped ones"
-    )
-    reconcile_seconds: float = Field(
-        default=120.0, gt=0, description="a job queued this long without starting is re-sent"
-    )
-    heartbeat_seconds: float = Field(
-        default=10.0, gt=0, description="how often a worker renews the job it runs"
-    )
-    lost_worker_seconds: float = Field(
-        default=60.0, gt=0, description="a running job not renewed this long is run again"
-    )
-    max_job_attempts: int = Field(
-        default=3, ge=1, description="a job whose worker is lost this many times in a row fails"
-    )
-    visibility_timeout_seconds: float = Field(
-        default=6 * 3600.0,
-        gt=0,
-        description="the broker re-delivers an unacknowledged job after this; above the longest",
     )
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     # Web sign-in, roles and browser hardening (node.auth, node.web.hardening).

@@ -110,6 +110,7 @@ def node_environment(data_dir: Path, **settings: str) -> tuple[dict[str, str], i
             "AINODE_DICOM_PORT": str(dicom_port),
             "AINODE_DICOM_BIND": "127.0.0.1",
             "AINODE_HTTP_PORT": str(http_port),
+            "AINODE_UPS_PORT": str(free_port()),  # the UPS SCP's own (node.ups)
             "AINODE_STABLE_SECONDS": "1",
             "PYTHONUNBUFFERED": "1",
         }

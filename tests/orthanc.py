@@ -103,12 +103,14 @@ def start_orthanc(
     stable_age: int = 2,
     dicom_port: int | None = None,
     user: tuple[str, str] | None = None,
+    route: bool = True,
 ) -> Orthanc:
     """Start Orthanc under ``directory``; with a node port given, route studies to it.
 
     The routing is the project's own example script (deploy/orthanc), which expects the
     node's AE title to be AINODE. With ``user`` (name, password), its HTTP side (REST
-    and DICOMweb) asks for HTTP basic authentication.
+    and DICOMweb) asks for HTTP basic authentication. With ``route=False`` it knows the
+    node's address (for a C-MOVE to it) but forwards nothing by itself.
     """
     if shutil.which("Orthanc") is None:
         raise RuntimeError("Orthanc is not installed (tests/peers.sh installs it)")
@@ -135,7 +137,8 @@ def start_orthanc(
     }
     if node_port:
         config["DicomModalities"] = {"AINODE": ["AINODE", "127.0.0.1", node_port]}
-        config["LuaScripts"] = [str(ROUTING_LUA)]
+        if route:
+            config["LuaScripts"] = [str(ROUTING_LUA)]
     config_path = directory / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
     process = subprocess.Popen(

@@ -102,7 +102,8 @@ def _keep_results(analysis: AnalysisContext, job_id: int, outcome: Analysis) -> 
         buffer = BytesIO()
         dcmwrite(buffer, dataset, enforce_file_format=True)
         analysis.results.write(relative, buffer.getvalue())
-        kept.append(NewResult(kind, str(dataset.SOPClassUID), uid, str(relative)))
+        series = str(dataset.SeriesInstanceUID)  # for the job's workitem's outputs
+        kept.append(NewResult(kind, str(dataset.SOPClassUID), uid, str(relative), series))
     return kept
 
 
@@ -116,9 +117,13 @@ def _analyze_job(ctx: WorkerContext, analysis: AnalysisContext, job_id: int, att
             return ctx.ledger.step(job_id, attempt, name)
 
         overlay = any(d.takes(ResultKind.SC, job.model_name) for d in ctx.settings.all_destinations)
+        # A KOS of the critical findings, only where a destination takes it (as the SC).
+        key_objects = any(
+            d.takes(ResultKind.KO, job.model_name) for d in ctx.settings.all_destinations
+        )
         outcome = analyze(
             paths, package, analysis.device, analysis.networks, step, additional,
-            overlay=overlay, supersedes=_superseded_reports(ctx, job),
+            overlay=overlay, key_objects=key_objects, supersedes=_superseded_reports(ctx, job),
             limits=DecodeLimits(ctx.settings.max_frame_bytes, ctx.settings.max_decoded_bytes),
             series=analysis.series,
         )  # fmt: skip

@@ -3,8 +3,9 @@
 Each step is a function with typed inputs and outputs, owned by its own module and
 named here: ``load`` (``workers.load``), ``register`` (``workers.coregistration``),
 ``preprocess`` (``workers.preprocessing``), ``infer`` (``workers.infer``),
-``postprocess`` (``workers.postprocess``), ``encode`` (``workers.encode``: SEG, SR and
-SC objects with the UIDs of ``workers.encode.identity``) and ``gate``
+``postprocess`` (``workers.postprocess``), ``encode`` (``workers.encode``: SEG, SR,
+SC objects, and a KO flagging the images of critical findings (``workers.critical``),
+with the UIDs of ``workers.encode.identity``) and ``gate``
 (``workers.encode.conformance``). ``analyze`` runs them in order for one job;
 ``run_model`` runs preprocess, infer and postprocess on a volume already loaded.
 
@@ -30,8 +31,10 @@ from models.package import ModelPackage
 from node.db.models import ResultKind
 from workers import preprocessing
 from workers.coregistration import align_inputs
+from workers.critical import FINDINGS_KEY, FiredRule, critical_summary, fired_rules
 from workers.encode.conformance import gate
 from workers.encode.identity import ResultUIDs
+from workers.encode.kos import encode_key_objects
 from workers.encode.sc import encode_overlay
 from workers.encode.seg import encode_segmentation
 from workers.encode.sr import encode_report
@@ -144,6 +147,7 @@ def summarise(manifest: ModelManifest, volume: Volume, output: ModelOutput) -> d
                 "probability": round(float(output.probabilities.get(spec.name, 0.0)), 4),
                 "present": float(output.probabilities.get(spec.name, 0.0)) >= spec.threshold,
                 "finding": spec.finding.meaning,
+                "threshold": spec.threshold,  # so the worklist words it without the manifest
             }
             for spec in manifest.outputs.classes
         }
@@ -158,9 +162,11 @@ def encode(
     *,
     overlay: bool = False,
     supersedes: Sequence[Dataset] = (),
+    critical: Sequence[FiredRule] = (),
 ) -> list[Result]:
-    """The encode step: the SEG (for a segmentation), the SR and, with ``overlay``, the
-    Secondary Capture images of one job, in that order, under the job's result UIDs.
+    """The encode step: the SEG (for a segmentation), the SR, with ``overlay`` the
+    Secondary Capture images, and when ``critical`` rules fired the Key Object
+    Selection flagging their images, of one job, in that order, under its result UIDs.
 
     ``supersedes`` holds the headers of this model's earlier reports on the series,
     which the new SR names as its predecessors.
@@ -184,6 +190,11 @@ def encode(
             volume, output.labels, manifest, findings, uids.sc_series, uids.sc_instance
         )
         results.extend((ResultKind.SC, image) for image in images)
+    if critical:
+        key_objects = encode_key_objects(
+            volume, manifest, critical, uids.ko_series, uids.ko_instance
+        )
+        results.append((ResultKind.KO, key_objects))
     return results
 
 
@@ -219,6 +230,7 @@ def analyze(
     additional_paths: Sequence[list[Path]] = (),
     *,
     overlay: bool = False,
+    key_objects: bool = False,
     supersedes: Sequence[Dataset] = (),
     limits: DecodeLimits | None = None,
     series: DecodedSeriesCache | None = None,
@@ -227,10 +239,13 @@ def analyze(
 
     ``additional_paths`` holds the files of each further series a multimodal model
     takes, in the order of the manifest's ``additional_inputs``. ``overlay`` adds the
-    Secondary Capture series (for destinations without SEG support); ``supersedes``
-    holds the headers of this model's earlier reports on the series. ``limits`` bounds
-    what decoding the series may take (``workers.load.limits``; default its defaults);
-    ``series`` keeps decoded series for the next job on them (``workers.load.cache``).
+    Secondary Capture series (for destinations without SEG support); ``key_objects`` the
+    Key Object Selection flagging the images of the critical rules that fired (for
+    destinations that take KO: the notifications; the findings say what fired either
+    way, under "critical"); ``supersedes`` holds the headers of this model's earlier
+    reports on the series. ``limits`` bounds what decoding the series may take
+    (``workers.load.limits``; default its defaults); ``series`` keeps decoded series for
+    the next job on them (``workers.load.cache``).
     """
     manifest = package.manifest
     with step("load"):
@@ -246,8 +261,12 @@ def analyze(
         output = postprocess(outputs, prepared, package)
     with step("encode"):
         findings = summarise(manifest, inputs.primary, output)
+        fired = fired_rules(manifest, inputs.primary, output)  # workers.critical
+        if fired:
+            findings[FINDINGS_KEY] = critical_summary(fired)
         objects = encode(
-            inputs.primary, manifest, output, findings, overlay=overlay, supersedes=supersedes
-        )
+            inputs.primary, manifest, output, findings, overlay=overlay, supersedes=supersedes,
+            critical=fired if key_objects else (),
+        )  # fmt: skip
         gate(objects, inputs.primary.datasets)
     return Analysis(findings=findings, objects=objects)

@@ -46,10 +46,18 @@ def postprocess(outputs: np.ndarray, prepared: Prepared, package: ModelPackage) 
     """
     manifest = package.manifest
     if manifest.task is not ModelTask.SEGMENTATION:
+        # Prepared slice k is source slice k when the steps were slicewise: the scores
+        # per slice then say which images show the finding (workers.critical).
+        per_slice = (
+            manifest.network.spatial_dims == 2
+            and prepared.slicewise
+            and outputs.shape[0] == prepared.source_shape[0]
+        )
         return ModelOutput(
             probabilities={
                 c.name: float(outputs[:, i].max()) for i, c in enumerate(manifest.outputs.classes)
-            }
+            },
+            slice_probabilities=outputs.astype(np.float32, copy=False) if per_slice else None,
         )
     segments = manifest.outputs.segments
     lookup = np.array([0] + [s.label for s in segments], dtype=np.uint8)

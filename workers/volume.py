@@ -64,6 +64,10 @@ class ModelOutput:
     ``labels`` (uint8, same shape as the volume, 0 = background) holds the manifest's
     segment label values, or is None for a classification-only model.
     ``probabilities`` maps each manifest class name to its probability.
+    ``slice_probabilities`` (float32, (slices, classes), manifest order) holds a 2D
+    classifier's probability per source slice, which the series' probability is the
+    maximum of; None for a 3D classifier (one score for the volume), or when
+    preprocessing did not keep one prepared slice per source slice.
     ``segment_probabilities`` (float32, (segments, slices, rows, columns), in [0, 1])
     holds each manifest segment's probability per voxel, in manifest order; it is
     filled only for a model whose manifest asks for a fractional SEG, as it takes four
@@ -72,4 +76,5 @@ class ModelOutput:
 
     labels: np.ndarray | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
+    slice_probabilities: np.ndarray | None = field(default=None, repr=False)
     segment_probabilities: np.ndarray | None = field(default=None, repr=False)

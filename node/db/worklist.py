@@ -94,8 +94,10 @@ class Workitem(Base):
         DateTime(timezone=True), nullable=True
     )
     cancel_reason: Mapped[str] = mapped_column(Text, default="")
-    # Pull mode: which configured provider it came from (its UID is the provider's).
+    # Pull mode: which configured provider it came from (its UID is the provider's),
+    # and the Transaction UID the node claimed it there with (it completes it with it).
     provider: Mapped[str] = mapped_column(String(64), default="")
+    provider_transaction_uid: Mapped[str | None] = mapped_column(_UID, nullable=True)
     dataset: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

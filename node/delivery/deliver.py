@@ -17,13 +17,14 @@ import logging
 from collections import defaultdict
 
 from node.audit.results import ResultsAudit
-from node.db.models import JobState
+from node.db.models import JobState, ResultKind
 from node.delivery.commitment import (
     CommitmentReport,
     failure_reasons,
     new_transaction_uid,
     request_commitment,
 )
+from node.delivery.critical_facts import CriticalFacts, critical_facts
 from node.delivery.destinations import Destination
 from node.delivery.kinds import send
 from node.delivery.outbox import DueDelivery, Outbox
@@ -45,15 +46,19 @@ def deliver_due(
     if ledger.state_of(job_id) is not JobState.DELIVERING:
         return None
     by_destination: dict[str, list[DueDelivery]] = defaultdict(list)
-    for due in outbox.claim_due(job_id):
+    claimed = outbox.claim_due(job_id)
+    for due in claimed:
         by_destination[due.destination].append(due)
+    # A Key Object Selection carries the job's critical findings to the notifications.
+    has_key_objects = any(due.kind == ResultKind.KO for due in claimed)
+    facts = critical_facts(outbox.sessions, job_id) if has_key_objects else None
     for name, due in by_destination.items():
         attempt = _Attempt(outbox, audit, name, [d.id for d in due])
         destination = settings.destination(name)
         if destination is None:
             attempt.failed(f"destination {name} is no longer configured")
             continue
-        report = _deliver(settings, attempt, destination, due)
+        report = _deliver(settings, attempt, destination, due, facts)
         if report is not None:  # answered on the request's own association
             _record_report(outbox, report, audit)
     settled = ledger.settle(job_id, outbox.settlement)
@@ -83,7 +88,11 @@ class _Attempt:
 
 
 def _deliver(
-    settings: Settings, attempt: _Attempt, destination: Destination, due: list[DueDelivery]
+    settings: Settings,
+    attempt: _Attempt,
+    destination: Destination,
+    due: list[DueDelivery],
+    facts: CriticalFacts | None = None,
 ) -> CommitmentReport | None:
     """Send ``due`` to ``destination`` and record the outcome; ask for commitment if wanted.
 
@@ -91,7 +100,13 @@ def _deliver(
     (for the caller to record).
     """
     outgoing = [
-        Outgoing(settings.results_dir / d.path, d.sop_class_uid, d.sop_instance_uid) for d in due
+        Outgoing(
+            settings.results_dir / d.path,
+            d.sop_class_uid,
+            d.sop_instance_uid,
+            finding=facts if d.kind == ResultKind.KO else None,
+        )  # fmt: skip
+        for d in due
     ]
     try:
         send(destination, outgoing, settings.ae_title)

@@ -1,11 +1,14 @@
 """Where results go: one pydantic settings model per kind of destination, registered by type.
 
 Each kind is a subclass of :class:`Destination` registered with :func:`destination_kind`
-and told apart by its ``type``: ``dicom`` (a DICOM archive, C-STORE) and ``stow`` (a
-DICOMweb archive, STOW-RS). A configuration without ``type``, as every configuration
-written before it existed, gets the kind whose address field it sets (``dicom`` or
-``stow_url``); exactly one must be set. A field that belongs to another kind is refused
-when it asks for something (``storage_commitment: true`` on a STOW-RS destination).
+and told apart by its ``type``: ``dicom`` (a DICOM archive, C-STORE), ``stow`` (a
+DICOMweb archive, STOW-RS), and the notifications of critical findings, which take Key
+Object Selection results only: ``hl7`` (ORU^R01 over MLLP), ``fhir`` (a FHIR R4
+DiagnosticReport) and ``webhook`` (a signed JSON POST). A configuration without
+``type``, as every configuration written before it existed, gets the kind whose address
+field it sets (``dicom`` or ``stow_url``); exactly one must be set. A field that belongs
+to another kind is refused when it asks for something (``storage_commitment: true`` on a
+STOW-RS destination).
 
 A new kind is a new model registered here and a send registered for it in
 ``node.delivery.transports``; nothing that exists is patched. This module imports no
@@ -16,6 +19,7 @@ without an import circle.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
@@ -144,6 +148,112 @@ class StowDestination(Destination):
         if not self.stow_url.startswith(("http://", "https://")):
             raise ValueError(f"destination {self.name!r}: stow_url must be an http(s) URL")
         return self
+
+
+class NotificationDestination(Destination):
+    """What the kinds that tell the reading worklist of a critical finding share (``hl7``,
+    ``fhir``, ``webhook``): they take the job's Key Object Selection only (``kinds:
+    [KO]``), whose delivery carries the finding's facts (``node.delivery.critical_facts``),
+    and each try waits ``timeout_seconds`` at most for the answer."""
+
+    kinds: list[ResultKind] = Field(default_factory=lambda: [ResultKind.KO], min_length=1)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _key_objects_only(self) -> NotificationDestination:
+        if list(self.kinds) != [ResultKind.KO]:
+            raise ValueError(
+                f"destination {self.name!r}: a {self.type} notification takes KO results "
+                "only (kinds: [KO])"
+            )
+        return self
+
+
+def _http_url(url: str, name: str, field: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"destination {name!r}: {field} must be an http(s) URL")
+
+
+@destination_kind
+class Hl7Destination(NotificationDestination):
+    """A reading worklist or RIS told of critical findings by an HL7 v2.5.1 ORU^R01
+    message over MLLP (``node.delivery.mllp``), delivered once it answers AA."""
+
+    address_field: ClassVar[str] = "mllp"
+
+    type: Literal["hl7"] = "hl7"
+    mllp: str = Field(description="host:port of the MLLP listener")
+    tls: bool = Field(default=False, description="MLLP inside TLS (off: plain TCP)")
+    tls_ca: Path | None = Field(default=None, description="PEM CA(s) the listener is checked by")
+    receiving_application: str = Field(default="", max_length=180)  # MSH-5
+    receiving_facility: str = Field(default="", max_length=180)  # MSH-6
+    sending_facility: str = Field(default="", max_length=180)  # MSH-4
+
+    @model_validator(mode="after")
+    def _check_address(self) -> Hl7Destination:
+        host, colon, port = self.mllp.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"destination {self.name!r}: mllp {self.mllp!r} is not host:port")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.mllp.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.mllp.rpartition(":")[2])
+
+
+@destination_kind
+class FhirDestination(NotificationDestination):
+    """A FHIR R4 server told of critical findings by a transaction Bundle holding a
+    DiagnosticReport and its Observations, POSTed to ``fhir_url`` (``node.delivery.fhir``)."""
+
+    address_field: ClassVar[str] = "fhir_url"
+
+    type: Literal["fhir"] = "fhir"
+    fhir_url: str = Field(description="the FHIR server's base URL")
+    # e.g. {"Authorization": "Bearer ..."}; never shown by the API.
+    http_headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    # The system of the patients' identifiers (the hospital's MRN namespace); empty: none.
+    patient_identifier_system: str = ""
+
+    @model_validator(mode="after")
+    def _check_url(self) -> FhirDestination:
+        _http_url(self.fhir_url, self.name, "fhir_url")
+        return self
+
+
+@destination_kind
+class WebhookDestination(NotificationDestination):
+    """An HTTP endpoint told of critical findings by a JSON POST to ``url``, signed with
+    HMAC-SHA256 over the body (``node.delivery.webhook``). The key is ``secret``, or the
+    content of ``secret_file`` (read at each send, so it can be rotated); neither is ever
+    shown by the API."""
+
+    address_field: ClassVar[str] = "url"
+
+    type: Literal["webhook"] = "webhook"
+    url: str = Field(description="where the JSON is POSTed")
+    secret: str = Field(default="", repr=False)
+    secret_file: Path | None = Field(default=None, repr=False)
+    http_headers: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookDestination:
+        _http_url(self.url, self.name, "url")
+        if bool(self.secret) == (self.secret_file is not None):
+            raise ValueError(f"destination {self.name!r}: set one of secret and secret_file")
+        if self.secret and len(self.secret) < 16:
+            raise ValueError(f"destination {self.name!r}: secret must be 16 characters or more")
+        return self
+
+    def signing_key(self) -> bytes:
+        """The HMAC key; OSError when ``secret_file`` cannot be read."""
+        if self.secret_file is not None:
+            return self.secret_file.read_text().strip().encode()
+        return self.secret.encode()
 
 
 def _own_fields(model: type[Destination]) -> set[str]:

@@ -8,11 +8,11 @@ module, and one import here.
 
 from __future__ import annotations
 
-from node.delivery import cstore, stow
+from node.delivery import cstore, fhir_rest, mllp, stow, webhook
 from node.delivery.destinations import Destination
 from node.delivery.transports import Outgoing, sender_for
 
-TRANSPORTS = (cstore, stow)
+TRANSPORTS = (cstore, stow, mllp, fhir_rest, webhook)  # the last three: critical findings
 
 
 def send(destination: Destination, files: list[Outgoing], calling_aet: str) -> None:

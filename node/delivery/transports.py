@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from node.delivery.critical_facts import CriticalFacts
 from node.delivery.destinations import Destination
 
 
@@ -28,11 +29,16 @@ class DeliveryError(Exception):
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One result file on its way: where it is, and which SOP instance it holds."""
+    """One result file on its way: where it is, and which SOP instance it holds.
+
+    ``finding``: for a job's Key Object Selection, the job's critical findings, which
+    the notifications (``hl7``, ``fhir``, ``webhook``) tell; None for other results.
+    """
 
     path: Path
     sop_class_uid: str
     sop_instance_uid: str
+    finding: CriticalFacts | None = None
 
 
 Send = Callable[[Any, list[Outgoing], str], None]

@@ -35,6 +35,8 @@ from node.db.models import Job, JobState, JobStep, ResultKind, ResultObject, Ste
 from node.db.session import SessionFactory, transaction
 from node.delivery.destinations import Destination
 from node.delivery.outbox import Delivered, Settlement, StillDelivering, Undeliverable, plan
+from node.jobs.critical_findings import record_critical_findings
+from node.ups.job_sync import follow_job  # the job's own workitem follows it (node.ups)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class NewResult:
     sop_class_uid: str
     sop_instance_uid: str
     path: str  # relative to the results directory
+    series_instance_uid: str = ""  # referenced by the job's workitem (node.ups.job_sync)
 
 
 @dataclass(frozen=True)
@@ -116,12 +119,14 @@ class JobLedger:
                 .execution_options(synchronize_session=False)
             )
             if taken.rowcount == 1:
+                follow_job(session, job_id)
                 return session.scalars(select(Job.attempts).where(Job.id == job_id)).one()
             job = self._claim_lost(session, job_id, now, lost_after)
             if job is None or self._worker_lost(session, job):
                 return None
             for name, value in _running(now, job.attempts + 1).items():
                 setattr(job, name, value)
+            follow_job(session, job_id)
             return job.attempts
 
     def beat(self, job_id: int) -> None:
@@ -145,6 +150,7 @@ class JobLedger:
                 return False
             job.state = JobState.QUEUED
             job.enqueued_at = None
+            follow_job(session, job_id)
             return True
 
     @staticmethod
@@ -202,6 +208,7 @@ class JobLedger:
                     detail=job.error)
         )  # fmt: skip
         log.error("job %s: %s", job.id, job.error)
+        follow_job(session, job.id)
         return True
 
     @contextmanager
@@ -235,10 +242,12 @@ class JobLedger:
         destinations: list[Destination],
     ) -> None:
         """The job's results are encoded and on disk; each is planned into the outbox
-        for every destination that takes it, in the same transaction."""
+        for every destination that takes it, in the same transaction, which also
+        writes a ``CriticalFinding`` row per critical rule the findings say fired."""
         with transaction(self.sessions) as session:
             job = session.get_one(Job, job_id)
             job.findings = findings
+            record_critical_findings(session, job_id, findings)
             job.state = JobState.DELIVERING
             rows = []
             for result in results:
@@ -257,6 +266,8 @@ class JobLedger:
                 rows.append(row)
             session.flush()
             plan(session, job, rows, destinations)
+            series_of = {r.sop_instance_uid: r.series_instance_uid for r in results}
+            follow_job(session, job_id, series_of, destinations)
 
     def fail(self, job_id: int, reason: str) -> None:
         with transaction(self.sessions) as session:
@@ -264,6 +275,7 @@ class JobLedger:
             job.state = JobState.FAILED
             job.finished_at = utcnow()
             job.error = reason[:4000] or "failed without a reason"
+            follow_job(session, job_id)
 
     def reset_for_retry(self, job_id: int) -> None:
         """FAILED (or SUCCEEDED) -> QUEUED. Raises LookupError / ValueError with a reason."""
@@ -279,6 +291,7 @@ class JobLedger:
             job.error = ""
             job.finished_at = None
             job.enqueued_at = None
+            follow_job(session, job_id)
 
     def settle(self, job_id: int, judge: Judge) -> Settled:
         """Bring a DELIVERING job's state in line with the outbox's verdict on it.
@@ -300,6 +313,7 @@ class JobLedger:
                     job.state = JobState.SUCCEEDED
                     job.error = ""
             job.finished_at = utcnow()
+            follow_job(session, job_id)
             return Settled(job.state, None)
 
     def redeliver(self, job_id: int, revive: Revive) -> int:
@@ -317,6 +331,7 @@ class JobLedger:
                 job.state = JobState.DELIVERING
                 job.error = ""
                 job.finished_at = None
+                follow_job(session, job_id)
             return revived
 
     def state_of(self, job_id: int) -> JobState | None:

@@ -26,9 +26,11 @@ from node.auth.roles import IdentifierPolicy, Role
 from node.auth.sessions import SessionSigner, session_key
 from node.auth.tokens import TokenStore
 from node.settings import Settings
+from node.ups.book import WorkitemBook
 from node.web import metrics
 from node.web.hardening import HostAllowList, SecurityHeaders
 from node.web.routes import (
+    acknowledgements,
     apidocs,
     audit,
     dashboard,
@@ -36,10 +38,12 @@ from node.web.routes import (
     healthz,
     jobs,
     node_info,
+    reading_worklist,
     signin,
     signin_oidc,
     studies,
     timeline,
+    workitems,
 )
 from node.web.routes.deps import HealthCheck, ReanalyseJob, RetryJob, WebContext, require
 
@@ -56,6 +60,7 @@ def create_app(
     retry_job: RetryJob,
     reanalyse_job: ReanalyseJob | None = None,
     record_action: RecordAction = log_action,
+    workitem_book: WorkitemBook | None = None,
 ) -> FastAPI:
     """Build the node's web application.
 
@@ -78,7 +83,11 @@ def create_app(
         ``reanalyse_job(job_id, principal, reason)``: analyses a finished job again;
         errors as ``retry_job``. Without it, a re-analysis answers 501.
     record_action
-        Told of every sign-in (and failed one), sign-out, retry and re-analysis.
+        Told of every sign-in (and failed one), sign-out, retry, re-analysis and
+        acknowledgement of a critical finding.
+    workitem_book
+        The workitem book UPS-RS (``/dicom-web``) serves: the node's, whose commits wake
+        its DIMSE event dispatcher; None: one of the web's own.
 
     Returns
     -------
@@ -122,8 +131,11 @@ def create_app(
     app.include_router(timeline.router, prefix="/api", dependencies=signed_in)
     app.include_router(jobs.router, prefix="/api", dependencies=signed_in)
     app.include_router(deliveries.router, prefix="/api", dependencies=signed_in)
+    app.include_router(reading_worklist.router, prefix="/api", dependencies=signed_in)
+    app.include_router(acknowledgements.router, prefix="/api", dependencies=signed_in)
     app.include_router(audit.router, prefix="/api", dependencies=[Depends(require(Role.ADMIN))])
     app.include_router(dashboard.router)
+    workitems.attach(app, settings, workitem_book or WorkitemBook(sessions))  # /dicom-web
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # The last added runs first: the Host check before anything, the headers on every
     # answer (the Host check's 400 included).

@@ -18,15 +18,15 @@ from node.auth.principal import Principal
 from node.auth.roles import Role
 from node.db.migrate import upgrade_to_head
 from node.db.models import Job, JobState, Series, SeriesState, utcnow
-from node.db.session import SessionFactory, make_engine, make_session_factory
+from node.db.session import SessionFactory, make_engine, make_session_factory, transaction
 from node.delivery.outbox import Outbox
 from node.index import InstanceHeader, Received, index_instance
-from node.jobs.celery_app import make_celery
+from node.jobs.celery_app import broker_lists, make_celery
 from node.jobs.contracts import GPU_QUEUE
 from node.jobs.ledger import JobLedger
 from node.jobs.queue import JobQueue
 from node.jobs.retry import JobRetry
-from node.scheduler import Scheduler
+from node.scheduler import SHORTEST_SLEEP, Scheduler
 from node.settings import Settings
 from tests.node_process import wait_for
 
@@ -87,7 +87,8 @@ def store(sessions: SessionFactory, series: str, sop: str, modality: str = "CT")
 
 
 def queued_messages(url: str) -> int:
-    return int(redis.Redis.from_url(url).llen(GPU_QUEUE))
+    client = redis.Redis.from_url(url)
+    return sum(int(client.llen(key)) for key in broker_lists(GPU_QUEUE))  # every priority
 
 
 def test_complete_series_get_one_job_per_accepting_model(
@@ -121,6 +122,26 @@ def test_quiet_period_holds_a_series_back(tmp_path: Path, sessions: SessionFacto
         assert [s.series_instance_uid for s in completion.complete_series(session, later)] == [
             "1.2.3.1"
         ]
+
+
+def test_a_series_whose_grace_ended_during_a_pass_is_due_at_once(
+    tmp_path: Path, sessions: SessionFactory, machine_redis_url: str
+) -> None:
+    settings = Settings(data_dir=tmp_path, stable_seconds=30)
+    ledger = JobLedger(sessions)
+    queue = JobQueue(make_celery(machine_redis_url, settings.visibility_timeout_seconds), ledger)
+    scheduler = Scheduler(settings, sessions, ModelRegistry(packages=[]), queue, ledger)
+    scheduler.run_once()  # the reconciler's turn taken: only series deadlines remain
+    store(sessions, "1.2.3.1", "1.2.3.1.1")
+    grace = timedelta(seconds=settings.completion_grace_seconds)
+    with transaction(sessions) as session:
+        series = session.scalars(select(Series)).one()
+        series.last_received_at = utcnow() - grace - timedelta(seconds=0.2)  # grace over
+        judged_at = series.last_received_at + grace - timedelta(seconds=0.1)  # by a pass before
+    # Judged before its grace ended (a pass that worked past it): due now, not in 30 s.
+    assert scheduler.seconds_to_next_pass(judged_at) == SHORTEST_SLEEP
+    # Judged after (and found without evidence): it waits for its quiet period.
+    assert scheduler.seconds_to_next_pass() > 20
 
 
 def test_new_instance_reopens_a_routed_series(

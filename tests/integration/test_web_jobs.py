@@ -80,7 +80,7 @@ def test_job_shows_only_its_latest_attempt(node: Node) -> None:
     ]
     assert set(job) == {
         "id", "study_instance_uid", "series_instance_uid", "modality", "series_description",
-        "model_name", "model_version", "state", "error", "attempts", "created_at",
+        "model_name", "model_version", "state", "priority", "error", "attempts", "created_at",
         "enqueued_at", "started_at", "finished_at", "findings", "steps", "results", "actions",
     }  # fmt: skip
 

@@ -17,7 +17,7 @@ from node.auth.roles import Role
 from node.db.models import Delivery, DeliveryState, Job, JobAction, JobState
 from node.db.session import transaction
 from node.delivery.outbox import Outbox
-from node.jobs.celery_app import make_celery
+from node.jobs.celery_app import broker_lists, make_celery
 from node.jobs.contracts import GPU_QUEUE, IO_QUEUE
 from node.jobs.ledger import JobLedger
 from node.jobs.queue import JobQueue
@@ -96,7 +96,8 @@ def wired(database_url: str, tmp_path: Path, machine_redis_url: str) -> Iterator
 
 
 def queued(url: str, queue: str) -> int:
-    return int(redis.Redis.from_url(url).llen(queue))
+    client = redis.Redis.from_url(url)
+    return sum(int(client.llen(key)) for key in broker_lists(queue))  # every priority
 
 
 def actions_of(node: Node, job_id: int) -> list[tuple[str, str, str, str, str]]:

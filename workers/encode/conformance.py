@@ -19,6 +19,7 @@ from pydicom import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage
 
 from node.db.models import ResultKind
+from workers.encode.kos_checks import check_key_objects
 from workers.encode.measures import check_spatial_measures
 from workers.errors import EncodingError
 
@@ -367,10 +368,12 @@ def assert_conformant(
     """
     if kind == ResultKind.SC:
         problems: Sequence[str] = check_overlay(dataset, sources)
+    elif kind == ResultKind.KO:  # workers.encode.kos_checks
+        problems = check_key_objects(dataset, sources)
     elif kind in _CHECKS:
         problems = _CHECKS[ResultKind(kind)](dataset)
     else:
-        raise ValueError(f"no conformance checks for {kind!r}, only for SC, SEG and SR")
+        raise ValueError(f"no conformance checks for {kind!r}, only for SC, SEG, SR and KO")
     if problems:
         raise EncodingError(
             f"the {kind} is not conformant ({len(problems)} problems): " + "; ".join(problems)

@@ -1,11 +1,12 @@
 """Who a result is and what every result shares: its UIDs and its common attributes.
 
-The one place that makes result UIDs. ``ResultUIDs`` holds the SEG, SR and Secondary
-Capture series and instance UIDs of one job, each derived (``node.uids.derive_uid``)
-from the source instance UIDs, the model name and version and the object kind, so a
-re-run of the same job yields the same UIDs and never duplicates objects in the
-archive; the UIDs inside a result (each SC image, segment and class tracking UIDs,
-the device observer, the dimension organization) derive from these here too.
+The one place that makes result UIDs. ``ResultUIDs`` holds the SEG, SR, Secondary
+Capture and Key Object Selection series and instance UIDs of one job, each derived
+(``node.uids.derive_uid``) from the source instance UIDs, the model name and version and
+the object kind, so a re-run of the same job yields the same UIDs and never duplicates
+objects in the archive; the UIDs inside a result (each SC image, segment and class
+tracking UIDs, the device observer, the dimension organization) derive from these here
+too.
 
 It also owns the attributes the SEG, the SR and the SC images share: manufacturer,
 series descriptions and numbers, software versions and device serial number, content
@@ -68,6 +69,8 @@ class ResultUIDs:
     sr_instance: str
     sc_series: str
     sc_instance: str
+    ko_series: str  # the Key Object Selection flagging a critical finding's images
+    ko_instance: str
 
     @classmethod
     def of_job(
@@ -91,6 +94,8 @@ class ResultUIDs:
             sr_instance=uid("sr-instance"),
             sc_series=uid("overlay-series"),
             sc_instance=uid("overlay-instance"),
+            ko_series=uid("ko-series"),
+            ko_instance=uid("ko-instance"),
         )
 
     @classmethod
@@ -245,7 +250,14 @@ def source_headers(volume: Volume) -> list[Dataset]:
     copy, so no result repeats it (:func:`_drop_unmeasured_spacing`).
     """
     sources = source_instances(volume)
-    first = copy.deepcopy(sources[0])
+    return [completed_header(sources[0], volume.frame_numbers is not None), *sources[1:]]
+
+
+def completed_header(source: Dataset, multi_frame: bool = False) -> Dataset:
+    """A copy of one source header completed as :func:`source_headers` completes the
+    first (``multi_frame``: the source is a multi-frame image): the header a result
+    copies its patient and study modules from."""
+    first = copy.deepcopy(source)
     for keyword in _TYPE_2_PATIENT_AND_STUDY:
         if keyword not in first:
             setattr(first, keyword, "")
@@ -258,10 +270,10 @@ def source_headers(volume: Volume) -> list[Dataset]:
         # without the other would make every result invalid, so the method is named
         # as unknown rather than the de-identification fact dropped.
         first.DeidentificationMethod = _UNSTATED_DEIDENTIFICATION
-    if volume.frame_numbers is not None:
+    if multi_frame:
         _share_frame_geometry(first)
     _drop_unmeasured_spacing(first)
-    return [first, *sources[1:]]
+    return first
 
 
 def _drop_unmeasured_spacing(source: Dataset) -> None:

@@ -4,8 +4,9 @@ This module owns the pixels of the Secondary Capture overlay images (the DICOM o
 around them is :mod:`workers.encode.sc`'s): each picture is one source slice shown as
 the source's own window shows it, with every segment filled and outlined in its
 colour, under a band of text: the model and its version, each segment's volume, each
-class's finding and probability, and a notice that the image is an AI result not to
-be used for diagnosis alone. Nothing identifying the patient is drawn.
+class's finding, probability and threshold (worded as the worklist words them), and a
+notice that the image is an AI result not to be used for diagnosis alone. Nothing
+identifying the patient is drawn.
 
 A segmentation model gets one picture per slice holding any segment voxel (evenly
 chosen when there are more than :data:`MAX_OVERLAY_IMAGES`); a classification-only
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom import Dataset
 
+from models.finding_words import class_words, segment_words
 from models.manifest import ModelManifest
 from workers.encode.identity import DEMONSTRATION_NOTICE
 from workers.errors import EncodingError
@@ -256,35 +258,24 @@ def _paint(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> N
 
 
 def _finding_lines(manifest: ModelManifest, findings: Mapping[str, Any]) -> list[_Line]:
-    """One line per manifest output, in manifest order, worded from ``findings``."""
+    """One line per manifest output, in manifest order, worded from ``findings`` as the
+    worklist words them (``models.finding_words``)."""
     lines = []
     segments = findings.get("segments") or {}
     for number, spec in enumerate(manifest.outputs.segments, start=1):
         if spec.name not in segments:
             raise EncodingError(f"the findings hold no volume for segment {spec.name!r}")
         volume_ml = float(segments[spec.name]["volume_ml"])
-        lines.append(
-            _Line(f"{spec.name}: {_millilitres(volume_ml)}", swatch=segment_colour(number))
-        )
+        lines.append(_Line(segment_words(spec.name, volume_ml), swatch=segment_colour(number)))
     classes = findings.get("classes") or {}
     for spec in manifest.outputs.classes:
         if spec.name not in classes:
             raise EncodingError(f"the findings hold no result for class {spec.name!r}")
         result = classes[spec.name]
-        state = "present" if result["present"] else "absent"
         finding = result.get("finding") or spec.finding.meaning
-        lines.append(_Line(f"{finding}: {state} (p={float(result['probability']):.2f})"))
+        probability = float(result["probability"])
+        lines.append(_Line(class_words(finding, probability, spec.threshold, result["present"])))
     return lines
-
-
-def _millilitres(volume_ml: float) -> str:
-    """A volume in mL: one decimal, or two significant digits below 1 mL.
-
-    So that a small segment, visible on the image, does not read as 0.0 mL.
-    """
-    if volume_ml == 0 or volume_ml >= 1:
-        return f"{volume_ml:.1f} mL"
-    return f"{volume_ml:.2g} mL"
 
 
 def _header_lines(manifest: ModelManifest) -> list[_Line]:

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from node.db.models import DeliveryState, JobState, ResultKind, SeriesState, StepState
+from node.db.worklist import UpsPriority
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -93,6 +94,7 @@ class SeriesJobOut(RowOut):
     model_name: str
     model_version: str
     state: JobState
+    priority: UpsPriority  # decided by routing (node.priority): the order work is taken in
 
 
 class SeriesOut(RowOut):
@@ -136,6 +138,13 @@ class StudyOut(RowOut):
     # True when the asker's role may not see patient identifiers (AINODE_PHI_ROLES):
     # name, ID, accession number and the conflicts then read MASKED (``masked``).
     identifiers_hidden: bool = False
+    priority: UpsPriority | None = None  # the most urgent of its jobs'; None: no job
+
+    @model_validator(mode="after")
+    def _most_urgent_job(self) -> StudyOut:
+        ranked = [job.priority for series in self.series for job in series.jobs]
+        self.priority = min(ranked, key=lambda p: p.rank, default=None)
+        return self
 
     def masked(self) -> StudyOut:
         """This study with patient name, patient ID, accession number and the conflicts
@@ -218,6 +227,7 @@ class JobOut(RowOut):
     model_name: str
     model_version: str
     state: JobState
+    priority: UpsPriority  # decided by routing (node.priority): the order work is taken in
     error: str
     attempts: int
     created_at: UtcDatetime

@@ -13,7 +13,7 @@ const HEALTH_LABELS = {
   disk: "Disk space",
 };
 
-const state = { last: {}, timer: null, busy: false, again: false, csrf: null, admin: false };
+const state = { last: {}, timer: null, busy: false, again: false, csrf: null, admin: false, role: null };
 
 // ---- DOM helpers -----------------------------------------------------------------
 
@@ -306,13 +306,20 @@ function jobsUrl() {
 }
 
 async function refreshOnce() {
-  const [health, studies, jobs, audit] = await Promise.allSettled([
+  const [health, studies, jobs, audit, worklist] = await Promise.allSettled([
     getJson("/healthz"),
     getJson("/api/studies"),
     getJson(jobsUrl()),
     state.admin ? getJson(auditUrl()) : Promise.resolve(null), // audit.js; admins only
+    getJson(worklistUrl()), // worklist.js
   ]);
   let reachable = true;
+
+  if (worklist.status === "fulfilled" && worklist.value.ok) {
+    updateWorklist(worklist.value.text); // redraws only what changed (worklist.js)
+  } else {
+    reachable = false;
+  }
 
   if (health.status === "fulfilled" && (health.value.ok || health.value.status === 503)) {
     if (changed("health", health.value.text)) renderHealth(JSON.parse(health.value.text), true);
@@ -405,6 +412,7 @@ async function loadSession() {
   document.getElementById("user-role").textContent = me.role;
   document.getElementById("user").hidden = false;
   state.admin = me.role === "admin"; // the audit trail is theirs alone
+  state.role = me.role; // operators and admins acknowledge critical findings (worklist.js)
   document.getElementById("audit-card").hidden = !state.admin;
   return true;
 }

@@ -53,6 +53,7 @@ def upgrade() -> None:
         _when("cancel_requested_at"),
         sa.Column("cancel_reason", sa.Text(), nullable=False),
         sa.Column("provider", sa.String(length=64), nullable=False),
+        sa.Column("provider_transaction_uid", sa.String(length=64), nullable=True),
         sa.Column("dataset", sa.JSON(), nullable=False),
         _when("created_at", nullable=False),
         _when("updated_at", nullable=False),
