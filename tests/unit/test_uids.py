@@ -29,7 +29,9 @@ def test_derived_uids_are_deterministic_valid_and_distinct() -> None:
     assert first == ResultUIDs.of_job(list(reversed(sources)), "model", "1.0.0")
     assert first != ResultUIDs.of_job(sources, "model", "1.0.1")
     uids = [*dataclasses.astuple(first), first.sc_image(0), first.sc_image(1)]
-    assert len(set(uids)) == len(uids) == 8
+    # study-level ids aside, each object and series its own: SEG, SR, SC, KO and 2 images
+    assert len(set(uids)) == len(uids) == len(dataclasses.fields(first)) + 2
+    assert {"ko_series", "ko_instance"} <= {f.name for f in dataclasses.fields(first)}
     for uid in uids:
         assert validate_uid(uid) == uid and uid.startswith("2.25.")
     # Results already in archives keep their UIDs: the derivation inputs are fixed.
