@@ -36,6 +36,7 @@ from node.jobs.worker_settings import WorkerSettings  # AINODE_DECODE_CACHE_BYTE
 from node.performer.pull_settings import PerformerSettings  # AINODE_UPS_PULL_*
 from node.priority_settings import PrioritySettings  # AINODE_PRIORITY_RULES
 from node.retrieve.retrieve_settings import RetrieveSettings  # AINODE_RETRIEVE_*, AINODE_REQUESTS_*
+from node.settings_lists import listed
 from node.ups.ups_settings import UpsSettings  # AINODE_UPS_PORT, AINODE_UPS_EVENT_RECEIVERS, ...
 
 
@@ -254,22 +255,12 @@ class Settings(
     @field_validator("allowed_calling_aets", mode="before")
     @classmethod
     def _split_aets(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return listed(value)
 
     @field_validator("web_allowed_hosts", "phi_roles", mode="before")
     @classmethod
     def _split_names(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return listed(value)
 
     @field_validator("phi_roles")
     @classmethod

@@ -14,6 +14,7 @@ from node.db.models import Job, Series
 from node.db.session import SessionFactory, transaction
 from node.index import InstanceHeader, Received, index_instance
 from node.routing import route_series
+from tests.workitems import analysis_request
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -26,34 +27,17 @@ def scheduled(
     patient: str = "Doe^Jane",
     model: str = "",
 ) -> Dataset:
-    """A UPS as a RIS asks for one: a study to analyse, optionally by a named model."""
-    ds = Dataset()
-    ds.ProcedureStepState = "SCHEDULED"
-    ds.ScheduledProcedureStepPriority = priority
-    ds.ProcedureStepLabel = label
-    ds.WorklistLabel = "AI"
-    ds.InputReadinessState = "READY"
+    """A UPS as a RIS asks for one (``tests.workitems``), naming a series and an image too."""
+    ds = analysis_request(study, model=model, priority=priority, label=label, patient_id="P-1")
     ds.ScheduledProcedureStepStartDateTime = "20240102080000"
     ds.PatientName = patient
-    ds.PatientID = "P-1"
-    item = Dataset()
-    item.TypeOfInstances = "DICOM"
-    item.StudyInstanceUID = study
+    del ds.ScheduledWorkitemCodeSequence  # not needed: the matching tests leave it out
+    item = ds.InputInformationSequence[0]
     item.SeriesInstanceUID = study + ".1"
     ref = Dataset()
     ref.ReferencedSOPClassUID = CT
     ref.ReferencedSOPInstanceUID = study + ".1.1"
     item.ReferencedSOPSequence = [ref]
-    ds.InputInformationSequence = [item]
-    if model:
-        concept = Dataset()
-        concept.CodeValue, concept.CodingSchemeDesignator = "111001", "DCM"
-        concept.CodeMeaning = "Algorithm Name"
-        parameter = Dataset()
-        parameter.ValueType = "TEXT"
-        parameter.ConceptNameCodeSequence = [concept]
-        parameter.TextValue = model
-        ds.ScheduledProcessingParametersSequence = [parameter]
     return ds
 
 

@@ -13,13 +13,13 @@ is refused with 0xC308 (Receiving AE-TITLE is unknown to this SCP).
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
 
 from node.delivery.destinations import AE_TITLE, DicomAddress
+from node.settings_lists import listed
 
 
 class UpsSettings(BaseModel):
@@ -62,12 +62,7 @@ class UpsSettings(BaseModel):
     @field_validator("ups_event_receivers", mode="before")
     @classmethod
     def _split_receivers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return listed(value)
 
     @field_validator("ups_event_receivers")
     @classmethod

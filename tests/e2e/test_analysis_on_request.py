@@ -16,23 +16,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import httpx
 import pytest
 from pydicom import Dataset, dcmread
-from pydicom.uid import generate_uid
-from pynetdicom import AE
 from pynetdicom.association import Association
 
 from tests.factories import phantom_study
 from tests.node_process import NodeProcess, node_environment, wait_for
 from tests.orthanc import Orthanc, free_port, start_orthanc
-from tests.workitems import analysis_request
+from tests.workitems import (
+    UPS_PUSH,
+    analysis_request,
+    create_workitem,
+    get_workitem,
+    ris_association,
+)
 
 pytestmark = pytest.mark.e2e
 
-UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.88.33",
               "1.2.840.10008.5.1.4.1.1.88.34"}  # fmt: skip
@@ -47,31 +51,14 @@ class Site:
     ups_port: int
     studies: dict[str, str]  # what each study is for -> its Study Instance UID
 
-    def ris(self) -> Association:
-        ae = AE(ae_title="RIS")
-        ae.add_requested_context(UPS_PUSH)
-        assoc = ae.associate("127.0.0.1", self.ups_port, ae_title="AINODE")
-        assert assoc.is_established, "the node's UPS SCP did not accept the RIS"
-        return assoc
+    def ris(self) -> AbstractContextManager[Association]:
+        return ris_association(self.ups_port)
 
     def create(self, request: Dataset) -> str:
-        uid = generate_uid()
-        assoc = self.ris()
-        try:
-            status, _ = assoc.send_n_create(request, UPS_PUSH, uid)
-        finally:
-            assoc.release()
-        assert status.Status == 0x0000, status
-        return uid
+        return create_workitem(self.ups_port, request)
 
     def get(self, uid: str) -> Dataset:
-        assoc = self.ris()
-        try:
-            status, workitem = assoc.send_n_get(GET_KEYS, UPS_PUSH, uid)
-        finally:
-            assoc.release()
-        assert status.Status == 0x0000 and workitem is not None, status
-        return workitem
+        return get_workitem(self.ups_port, uid, GET_KEYS)
 
     def ended(self, uid: str, timeout: float = 300) -> Dataset:
         def final() -> Dataset | None:
@@ -175,11 +162,8 @@ def test_a_cancel_request_ends_a_workitem_in_progress(site: Site) -> None:
     wait_for(waiting, timeout=60, interval=0.5, what="the workitem waiting for its study")
     reason = Dataset()
     reason.ReasonForCancellation = "the patient was transferred"
-    assoc = site.ris()
-    try:
+    with site.ris() as assoc:
         status, _ = assoc.send_n_action(reason, 2, UPS_PUSH, uid)
-    finally:
-        assoc.release()
     assert status.Status == 0x0000, status
     workitem = site.ended(uid, timeout=30)
     assert workitem.ProcedureStepState == "CANCELED"

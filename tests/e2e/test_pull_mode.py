@@ -21,17 +21,14 @@ import httpx
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
-from pynetdicom import AE
-from pynetdicom.association import Association
 
 from tests.factories import phantom_study
 from tests.node_process import NodeProcess, node_environment, wait_for
 from tests.orthanc import Orthanc, free_port, start_orthanc
-from tests.workitems import analysis_request
+from tests.workitems import analysis_request, create_workitem, get_workitem
 
 pytestmark = pytest.mark.e2e
 
-UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 GET_KEYS = [0x00741000, 0x00741002, 0x00741216]  # state, progress, performed procedure
 
@@ -44,21 +41,8 @@ class Sites:
     pacs: Orthanc
     studies: list[str]
 
-    def ris(self) -> Association:
-        ae = AE(ae_title="RIS")
-        ae.add_requested_context(UPS_PUSH)
-        assoc = ae.associate("127.0.0.1", self.provider_ups_port, ae_title="AINODE")
-        assert assoc.is_established, "the provider's UPS SCP did not accept the RIS"
-        return assoc
-
     def get(self, uid: str) -> Dataset:
-        assoc = self.ris()
-        try:
-            status, workitem = assoc.send_n_get(GET_KEYS, UPS_PUSH, uid)
-        finally:
-            assoc.release()
-        assert status.Status == 0x0000 and workitem is not None, status
-        return workitem
+        return get_workitem(self.provider_ups_port, uid, GET_KEYS)
 
 
 @pytest.fixture(scope="module")
@@ -137,14 +121,8 @@ def _check_outputs(sites: Sites, workitem: Dataset, study_uid: str) -> None:
 
 
 def test_a_workitem_on_a_dimse_provider_is_claimed_performed_and_completed(sites: Sites) -> None:
-    uid = generate_uid()
-    assoc = sites.ris()
-    try:
-        request = analysis_request(sites.studies[0], retrieve_ae_title="ORTHANC")
-        status, _ = assoc.send_n_create(request, UPS_PUSH, uid)
-    finally:
-        assoc.release()
-    assert status.Status == 0x0000, status
+    request = analysis_request(sites.studies[0], retrieve_ae_title="ORTHANC")
+    uid = create_workitem(sites.provider_ups_port, request)
     _check_outputs(sites, _completed(sites, uid), sites.studies[0])
     # The performer kept its own copy, reported: it no longer holds the claim.
     mine = sites.performer.get(f"/dicom-web/workitems/{uid}")
