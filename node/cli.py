@@ -48,8 +48,11 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         from workers.analysis_context import AnalysisContext
 
         analysis = AnalysisContext.build(settings)  # every model loaded and warmed first
-        # One job at a time and no fork, so CUDA stays in this process.
-        pool = ["--pool=solo"]
+        # One job at a time and no fork, so CUDA stays in this process. Concurrency 1
+        # too: Celery reserves concurrency x prefetch multiplier messages, and a solo
+        # pool's concurrency defaults to the CPU count, so a worker would otherwise hold
+        # back waiting jobs (a STAT one among them) that another worker could run.
+        pool = ["--pool=solo", "--concurrency=1"]
     else:
         # A delivery waits on the network: several at once, so that an archive that does
         # not answer holds up its own deliveries only.
